@@ -1,0 +1,69 @@
+"""Argument checks shared by the public functions: each raises a ``ValueError`` that names the
+argument, what it got (shape, dtype or value) and what was expected."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+COMPLEX = (torch.complex64, torch.complex128)
+
+
+def tensor(name: str, x: object, *, complex_ok: bool = True) -> torch.Tensor:
+    """Return ``x`` as a tensor, rejecting integer and boolean data."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    allowed = FLOATING + (COMPLEX if complex_ok else ())
+    if x.dtype not in allowed:
+        kinds = "floating or complex" if complex_ok else "real floating"
+        raise ValueError(f"{name} must have a {kinds} dtype, got {x.dtype}")
+    return x
+
+
+def choice(name: str, value: str, options: Iterable[str]) -> str:
+    options = tuple(options)
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+    return value
+
+
+def positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def positive_step(name: str, dt: object, like: torch.Tensor) -> torch.Tensor:
+    """A real, strictly positive step size, as a tensor on ``like``'s device."""
+    if isinstance(dt, torch.Tensor):
+        if dt.is_complex() or not dt.is_floating_point():
+            raise ValueError(f"{name} must be a real floating tensor, got {dt.dtype}")
+        step = dt
+    elif isinstance(dt, (int, float)) and not isinstance(dt, bool):
+        step = torch.tensor(float(dt), dtype=like.real.dtype, device=like.device)
+    else:
+        raise ValueError(f"{name} must be a positive float or a real tensor, got {dt!r}")
+    if not bool(torch.all(step > 0)):
+        raise ValueError(f"{name} must be > 0 everywhere, got min {float(step.min()):.3g}")
+    return step
+
+
+def last_dim(name: str, x: torch.Tensor, n: int, what: str) -> None:
+    if x.ndim < 1 or x.shape[-1] != n:
+        raise ValueError(f"{name} must have last dimension {n} ({what}), got shape {tuple(x.shape)}")
+
+
+def square(name: str, A: torch.Tensor) -> int:
+    if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
+        raise ValueError(f"{name} must be square (..., N, N), got shape {tuple(A.shape)}")
+    return A.shape[-1]
+
+
+def common_dtype(*xs: torch.Tensor) -> torch.dtype:
+    """The dtype all of ``xs`` promote to (complex if any is complex)."""
+    dtype = xs[0].dtype
+    for x in xs[1:]:
+        dtype = torch.promote_types(dtype, x.dtype)
+    return dtype
