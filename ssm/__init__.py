@@ -10,7 +10,19 @@ Functional core (float64-exact references):
 """
 
 from . import hippo
+from .conv import causal_conv, fft_conv
 from .discretize import discretize
+from .kernels import s4_kernel, s4d_kernel, ssm_kernel
+from .scan import recurrence
 
-__all__ = ["discretize", "hippo"]
+__all__ = [
+    "causal_conv",
+    "discretize",
+    "fft_conv",
+    "hippo",
+    "recurrence",
+    "s4_kernel",
+    "s4d_kernel",
+    "ssm_kernel",
+]
 __version__ = "0.1.0"

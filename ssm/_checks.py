@@ -52,7 +52,9 @@ def positive_step(name: str, dt: object, like: torch.Tensor) -> torch.Tensor:
 
 def last_dim(name: str, x: torch.Tensor, n: int, what: str) -> None:
     if x.ndim < 1 or x.shape[-1] != n:
-        raise ValueError(f"{name} must have last dimension {n} ({what}), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have last dimension {n} ({what}), got shape {tuple(x.shape)}"
+        )
 
 
 def square(name: str, A: torch.Tensor) -> int:

@@ -73,8 +73,11 @@ def _expm1_over_x(x: torch.Tensor) -> torch.Tensor:
     small = x.abs() < 1e-4
     safe = torch.where(small, torch.ones_like(x), x)
     series = 1 + x / 2 + x * x / 6
-    return torch.where(small, series, torch.expm1(safe) / safe if not x.is_complex()
-                       else (torch.exp(safe) - 1) / safe)
+    return torch.where(
+        small,
+        series,
+        torch.expm1(safe) / safe if not x.is_complex() else (torch.exp(safe) - 1) / safe,
+    )
 
 
 def _dense(A: torch.Tensor, B: torch.Tensor, dt: torch.Tensor, method: str):

@@ -29,7 +29,8 @@ def transition(measure: str, N: int) -> tuple[torch.Tensor, torch.Tensor]:
       ``A[n, k] = -sqrt(2n+1) sqrt(2k+1)`` for ``n > k``, ``-(n+1)`` for ``n = k``, 0 above;
       ``B[n] = sqrt(2n+1)``.
     - ``legt`` (translated Legendre, window of length 1, halved for timescale):
-      ``A[n, k] = -½ sqrt(2n+1) sqrt(2k+1) · (1 if n >= k else (-1)^(n-k))``; ``B[n] = ½ sqrt(2n+1)``.
+      ``A[n, k] = -½ sqrt(2n+1) sqrt(2k+1) · (1 if n >= k else (-1)^(n-k))``;
+      ``B[n] = ½ sqrt(2n+1)``.
     - ``lagt`` (translated Laguerre): ``A = I/2 - tril(1)``, ``B = 1``.
     - ``fout`` (truncated Fourier, "How to Train Your HiPPO"): rotations at frequencies
       ``π·k`` on pairs of coordinates minus the rank-one term ``B Bᵀ``, with
@@ -94,9 +95,7 @@ def rank_correction(measure: str, N: int) -> torch.Tensor:
     return torch.from_numpy(P)
 
 
-def nplr(
-    measure: str, N: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def nplr(measure: str, N: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Normal-plus-low-rank form of a HiPPO matrix (S4 paper, Theorem 1), complex128.
 
     ``A = V (diag(w) - Σ_r p_r p_rᴴ) Vᴴ`` with ``V`` unitary. ``A + Pᵀ P`` is normal and equal to

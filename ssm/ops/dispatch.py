@@ -70,7 +70,8 @@ def choose(
             )
         if not on_cuda and not interpreting():
             raise RuntimeError(
-                f"{op}: backend 'triton' needs CUDA tensors (got devices {sorted(map(str, devices))}); "
+                f"{op}: backend 'triton' needs CUDA tensors "
+                f"(got devices {sorted(map(str, devices))}); "
                 "move the inputs to a GPU, set TRITON_INTERPRET=1 to run the kernel in Triton's "
                 "CPU interpreter, or use backend='reference'"
             )

@@ -1,0 +1,185 @@
+"""Convolution kernels of discrete SSMs: ``K̄ = (C B̄, C Ā B̄, …, C Ā^{L-1} B̄)``.
+
+- :func:`ssm_kernel`: the definition (power series), for any ``Ā``.
+- :func:`s4_kernel`: S4's algorithm for a normal-plus-low-rank ``A`` (truncated generating
+  function at the roots of unity, Woodbury identity, Cauchy kernel, inverse FFT).
+- :func:`s4d_kernel`: S4D's Vandermonde product for a diagonal ``A``.
+
+Explained in Chapter 1 (S4) and Chapter 2 (S4D) of the book. Dimension letters: H channels,
+N state size, L length, r rank of the low-rank term.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _checks
+from .discretize import discretize
+
+
+def ssm_kernel(
+    Ab: torch.Tensor,
+    Bb: torch.Tensor,
+    C: torch.Tensor,
+    L: int,
+    *,
+    diagonal: bool | None = None,
+) -> torch.Tensor:
+    """``K[..., l] = C Ā^l B̄`` for ``l = 0..L-1``, by repeated multiplication: ``O(N² L)``.
+
+    ``Ab`` dense ``(..., N, N)`` or diagonal ``(..., N)`` (1-D, or ``diagonal=True``);
+    ``Bb``, ``C`` ``(..., N)``. Returns ``(..., L)`` in the promoted dtype of the inputs.
+    """
+    Ab, Bb, C = (_checks.tensor(n, t) for n, t in (("Ab", Ab), ("Bb", Bb), ("C", C)))
+    _checks.positive_int("L", L)
+    diagonal = Ab.ndim == 1 if diagonal is None else diagonal
+    N = Ab.shape[-1] if diagonal else _checks.square("Ab", Ab)
+    _checks.last_dim("Bb", Bb, N, "the state size N of Ab")
+    _checks.last_dim("C", C, N, "the state size N of Ab")
+    dtype = _checks.common_dtype(Ab, Bb, C)
+    Ab, v, C = Ab.to(dtype), Bb.to(dtype), C.to(dtype)
+    K = []
+    for _ in range(L):
+        K.append((C * v).sum(-1))  # C Ā^l B̄: (...)
+        v = Ab * v if diagonal else (Ab @ v.unsqueeze(-1)).squeeze(-1)  # Ā^{l+1} B̄: (... N)
+    return torch.stack(K, dim=-1)  # (... L)
+
+
+def s4_kernel(
+    w: torch.Tensor,
+    P: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    dt: float | torch.Tensor,
+    L: int,
+    *,
+    c_tilde: bool = False,
+) -> torch.Tensor:
+    """S4 convolution kernel of ``A = diag(w) - Pᵀ P̄`` (S4 paper, Algorithm 1), bilinear.
+
+    All of ``w, P, B, C`` are in the eigenbasis of the normal part (as returned by
+    :func:`ssm.hippo.nplr`, with ``C ← C V``). With ``Ā`` the bilinear discretization and
+    ``ω_j = exp(-2πi j / L)``, the truncated generating function is
+    ``K̂(ω) = Σ_{l<L} C Ā^l B̄ ω^l = C̃ (I - Āω)⁻¹ B̄`` with ``C̃ = C (I - Ā^L)``, and
+    ``(I - Āω)⁻¹ B̄ = R(ω) B`` with ``R(ω) = 2 ((2/Δ)(1-ω) I - (1+ω) A)⁻¹``. For the diagonal part
+    ``R`` is a Cauchy kernel, ``R_n(ω) = 2 / ((2/Δ)(1-ω) - (1+ω) w_n)``; the low-rank part
+    follows from the Woodbury identity:
+    ``K̂ = k₀₀ - k₀₁ s (I + s k₁₁)⁻¹ k₁₀`` with ``s = (1+ω)/2`` and
+    ``k_ab(ω) = Σ_n a_n b_n R_n(ω)`` for ``(a, b) ∈ {C̃, P̄} × {B, P}``. Finally
+    ``K = iFFT(K̂)``.
+
+    Args:
+        w: eigenvalues ``(..., N)`` complex.
+        P: low-rank factor ``(..., r, N)``.
+        B, C: ``(..., N)``.
+        dt: step ``Δ > 0``, a float or a real tensor of the batch shape ``(...)``.
+        L: kernel length.
+        c_tilde: ``C`` is already ``C̃ = C (I - Ā^L)`` (S4 learns ``C̃`` directly).
+
+    Returns:
+        The kernel ``(..., L)``, complex (its imaginary part vanishes for a real SSM).
+    """
+    w, P, B, C = (_checks.tensor(n, t) for n, t in (("w", w), ("P", P), ("B", B), ("C", C)))
+    _checks.positive_int("L", L)
+    N = w.shape[-1]
+    if P.ndim < 2 or P.shape[-1] != N:
+        raise ValueError(f"P must have shape (..., r, N) with N={N}, got {tuple(P.shape)}")
+    _checks.last_dim("B", B, N, "the state size N of w")
+    _checks.last_dim("C", C, N, "the state size N of w")
+    cdtype = (
+        torch.complex128
+        if torch.float64 in {t.real.dtype for t in (w, P, B, C)}
+        else (torch.complex64)
+    )
+    w, P, B, C = (t.to(cdtype) for t in (w, P, B, C))
+    dt = _checks.positive_step("dt", dt, w).to(w.real.dtype)[..., None, None]  # (... 1 1)
+    A = torch.diag_embed(w) - P.transpose(-1, -2) @ P.conj()  # (... N N)
+    if not c_tilde:
+        C = C - (C[..., None, :] @ torch.linalg.matrix_power(_bilinear(A, dt), L))[..., 0, :]
+    omega = torch.exp(-2j * math.pi * torch.arange(L, dtype=w.real.dtype, device=w.device) / L)
+    omega = omega.to(cdtype)[:, None]  # (L 1)
+    denom = (2 / dt) * (1 - omega) - (1 + omega) * w[..., None, :]  # (... L N)
+    # A frequency where some (2/Δ)(1-ω) = (1+ω) w_n (e.g. ω = 1 with w_n = 0, as for HiPPO-FouT)
+    # is a pole of the diagonal part only: there the kernel is evaluated densely instead.
+    singular = denom.abs() < 1e-9 * (2 / dt.abs())  # (... L N)
+    R = 2 / torch.where(singular, torch.ones_like(denom), denom)  # (... L N)
+    left = torch.cat([C[..., None, :], P.conj()], dim=-2)  # (... 1+r N): C̃, P̄
+    right = torch.cat([B[..., None, :], P], dim=-2)  # (... 1+r N): B, P
+    k = torch.einsum("...an,...ln,...bn->...lab", left, R, right)  # (... L 1+r 1+r)
+    k00, k01, k10, k11 = k[..., :1, :1], k[..., :1, 1:], k[..., 1:, :1], k[..., 1:, 1:]
+    s = ((1 + omega) / 2)[..., None]  # (L 1 1)
+    eye = torch.eye(k11.shape[-1], dtype=cdtype, device=w.device)
+    K_hat = (k00 - k01 @ torch.linalg.solve(eye + s * k11, s * k10))[..., 0, 0]  # (... L)
+    poles = singular.any(-1).reshape(-1, L).any(0).nonzero()[:, 0]  # frequencies to redo: (J)
+    if len(poles):
+        dense = _dense_generating_function(A, B, C, dt, omega[poles, 0])  # (... J)
+        K_hat = K_hat.clone()
+        K_hat[..., poles] = dense
+    return torch.fft.ifft(K_hat, dim=-1)  # (... L)
+
+
+def _bilinear(A: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+    """Bilinear ``Ā`` of a dense ``A`` ``(..., N, N)``; ``dt`` ``(..., 1, 1)``."""
+    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    return torch.linalg.solve(eye - dt / 2 * A, eye + dt / 2 * A)
+
+
+def _dense_generating_function(A, B, C, dt, omega):
+    """``C̃ (I - Āω)⁻¹ B̄`` at a few ``ω`` ``(J,)`` by dense solves, ``O(J N³)``: a fallback."""
+    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    Bb = torch.linalg.solve(eye - dt / 2 * A, (dt[..., 0] * B)[..., None])  # (... N 1)
+    M = eye - _bilinear(A, dt)[..., None, :, :] * omega[:, None, None]  # (... J N N)
+    x, info = torch.linalg.solve_ex(M, Bb[..., None, :, :].expand((*M.shape[:-1], 1)))
+    if bool((info != 0).any()) or not bool(torch.isfinite(x).all()):
+        raise ValueError(
+            "s4_kernel: Ā has an eigenvalue at an L-th root of unity (e.g. HiPPO-FouT, whose A is "
+            "singular), so the generating function has a pole there; use ssm.ssm_kernel instead"
+        )
+    return (C[..., None, None, :] @ x)[..., 0, 0]  # (... J)
+
+
+def s4d_kernel(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    dt: torch.Tensor,
+    L: int,
+    method: str = "zoh",
+) -> torch.Tensor:
+    """S4D kernel ``K[h, l] = 2 Re(Σ_n C[h,n] B̄[h,n] Ā[h,n]^l)`` by a Vandermonde product.
+
+    ``A, B, C`` hold one eigenvalue of each conjugate pair, so ``2·Re`` adds the other half
+    (S4D paper, Section 3; ``K = (B̄ ∘ C) · V_L(Ā)`` with ``V_L(Ā)[n, l] = Ā_n^l``).
+
+    Args:
+        A: diagonal state matrix ``(H, N)`` complex (any leading dims ``(...)``).
+        B, C: ``(H, N)``, complex (real ones are cast).
+        dt: step ``(H,)`` real, ``> 0``.
+        L: kernel length.
+        method: ``"zoh"`` or ``"bilinear"``.
+
+    Returns:
+        The real kernel ``(H, L)``.
+    """
+    A = _checks.tensor("A", A)
+    if not A.is_complex():
+        raise ValueError(f"A must be complex (one of each conjugate pair), got {A.dtype}")
+    B, C = _checks.tensor("B", B), _checks.tensor("C", C)
+    _checks.choice("method", method, ("zoh", "bilinear"))
+    _checks.positive_int("L", L)
+    for name, x in (("B", B), ("C", C)):
+        if x.shape != A.shape:
+            raise ValueError(
+                f"{name} must have the shape of A {tuple(A.shape)}, got {tuple(x.shape)}"
+            )
+    dt = _checks.positive_step("dt", dt, A)
+    if dt.ndim and dt.shape != A.shape[:-1]:
+        raise ValueError(
+            f"dt must have shape {tuple(A.shape[:-1])} (one step per channel), "
+            f"got {tuple(dt.shape)}"
+        )
+    Ab, Bb = discretize(A, B.to(A.dtype), dt, method, diagonal=True)  # (H N) (H N)
+    vandermonde = Ab[..., None] ** torch.arange(L, device=A.device)  # (H N L)
+    return 2 * torch.einsum("...n,...nl->...l", C.to(A.dtype) * Bb, vandermonde).real  # (H L)
