@@ -34,7 +34,7 @@ def transition(measure: str, N: int) -> tuple[torch.Tensor, torch.Tensor]:
     - ``lagt`` (translated Laguerre): ``A = I/2 - tril(1)``, ``B = 1``.
     - ``fout`` (truncated Fourier, "How to Train Your HiPPO"): rotations at frequencies
       ``π·k`` on pairs of coordinates minus the rank-one term ``B Bᵀ``, with
-      ``B = (1, √2, 0, √2, 0, ...)``.
+      ``B = (1, 0, √2, 0, √2, 0, ...)`` (cosines weighted, sines not).
 
     Returns ``A`` of shape ``(N, N)`` and ``B`` of shape ``(N,)``.
     """
