@@ -1,0 +1,233 @@
+"""The selective scan of Mamba (arXiv:2312.00752v2, Algorithm 2): reference and Triton kernel.
+
+:func:`selective_scan` runs the whole sequence (training, prefill); :func:`selective_state_update`
+advances the state by one token (decoding). Both check their arguments, then run the PyTorch
+reference or the Triton kernel as :func:`ssm.ops.dispatch.choose` decides. Layouts are those of
+``mamba_ssm``'s ``selective_scan_fn`` and ``selective_state_update``. Dimension letters:
+B batch, D channels, L length, N state size, G groups.
+
+Explained in the Mamba chapter of the book; the derivation is in this folder's README.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ... import _checks
+from ..dispatch import choose
+from .reference import selective_scan_ref, selective_state_update_ref
+
+__all__ = [
+    "selective_scan",
+    "selective_scan_ref",
+    "selective_state_update",
+    "selective_state_update_ref",
+]
+
+
+def _real(name: str, x: torch.Tensor | None, shape: tuple[int, ...], what: str) -> None:
+    """``x`` is absent, or a real floating tensor of exactly ``shape``."""
+    if x is None:
+        return
+    _checks.tensor(name, x, complex_ok=False)
+    if tuple(x.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape} ({what}), got {tuple(x.shape)}")
+
+
+def _grouped_bc(
+    name: str, M: torch.Tensor, batch: int, dim: int, dstate: int, tail: tuple[int, ...]
+) -> None:
+    """``M`` is ``(B, N, *tail)`` or ``(B, G, N, *tail)`` with ``G`` dividing ``D``."""
+    _checks.tensor(name, M, complex_ok=False)
+    lead = len(tail)
+    shape = tuple(M.shape)
+    ok = M.ndim in (2 + lead, 3 + lead) and shape[0] == batch and shape[-1 - lead] == dstate
+    ok = ok and shape[M.ndim - lead :] == tail
+    if ok and M.ndim == 3 + lead:
+        ok = shape[1] >= 1 and dim % shape[1] == 0
+    if not ok:
+        letters = "".join(f", {n}" for n in tail)
+        raise ValueError(
+            f"{name} must have shape (batch, N{letters}) = {(batch, dstate, *tail)} or "
+            f"(batch, groups, N{letters}) with groups dividing dim={dim}, got {shape}"
+        )
+
+
+def _same_device(**tensors: torch.Tensor | None) -> None:
+    devices = {name: t.device for name, t in tensors.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        listed = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
+        raise ValueError(f"all tensors must be on one device, got {listed}")
+
+
+def _check_scan(u, delta, A, B, C, D, z, delta_bias) -> None:
+    _checks.tensor("u", u, complex_ok=False)
+    if u.ndim != 3:
+        raise ValueError(f"u must have shape (batch, dim, L), got {tuple(u.shape)}")
+    batch, dim, length = u.shape
+    _real("delta", delta, (batch, dim, length), "like u")
+    _checks.tensor("A", A, complex_ok=False)  # complex A (S4D-style) is not supported
+    if A.ndim != 2 or A.shape[0] != dim:
+        raise ValueError(f"A must have shape (dim, N) with dim={dim}, got {tuple(A.shape)}")
+    dstate = A.shape[1]
+    _grouped_bc("B", B, batch, dim, dstate, (length,))
+    _grouped_bc("C", C, batch, dim, dstate, (length,))
+    if C.shape != B.shape:
+        raise ValueError(f"C must have the shape of B {tuple(B.shape)}, got {tuple(C.shape)}")
+    _real("D", D, (dim,), "one skip weight per channel")
+    _real("z", z, (batch, dim, length), "like u")
+    _real("delta_bias", delta_bias, (dim,), "one bias per channel")
+    _same_device(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
+
+
+def _probe_scan(device: torch.device) -> None:
+    """Run the kernel forward and backward at a tiny size on ``device``; raise if it disagrees
+    with the reference."""
+    from .triton import selective_scan_triton
+
+    gen = torch.Generator().manual_seed(0)
+    batch, dim, dstate, length = 1, 4, 4, 37
+
+    def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (scale * torch.randn(*shape, generator=gen)).to(device)
+
+    A = -torch.rand(dim, dstate, generator=gen).to(device) - 0.5
+    inputs = [
+        rand(batch, dim, length), rand(batch, dim, length, scale=0.5), A,
+        rand(batch, 2, dstate, length), rand(batch, 2, dstate, length),
+        rand(dim), rand(batch, dim, length), rand(dim, scale=0.5),
+    ]  # fmt: skip
+    dout = rand(batch, dim, length)
+    results = []
+    for fn in (selective_scan_ref, selective_scan_triton):
+        xs = [x.clone().requires_grad_() for x in inputs]
+        out, last = fn(*xs, delta_softplus=True, return_last_state=True)
+        out.backward(dout)
+        results.append([out, last, *(x.grad for x in xs)])
+    names = ["out", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"]
+    for name, ref, got in zip(names, *results, strict=True):
+        if not torch.allclose(got, ref, rtol=1e-3, atol=1e-3):
+            err = (got - ref).abs().max().item()
+            raise RuntimeError(
+                f"selective_scan probe: {name} differs from the reference by {err:.3g}"
+            )
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The selective scan ``h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t``, ``y_t = C_t h_t + D u_t``,
+    ``out = y · silu(z)``, with ``Δ = softplus(delta + delta_bias)``.
+
+    Args:
+        u: ``(B, D, L)``; delta: ``(B, D, L)``; A: ``(D, N)`` real;
+        B, C: ``(B, N, L)`` or ``(B, G, N, L)`` (same shape; ``G`` divides ``D``);
+        D: ``(D,)``; z: ``(B, D, L)``; delta_bias: ``(D,)``.
+        delta_softplus: apply softplus to ``delta + delta_bias``.
+        return_last_state: also return the state after the last step, ``(B, D, N)`` float32.
+        backend: ``"reference"``, ``"triton"`` or ``"auto"`` (default: ``$SSM_BACKEND`` or
+            ``"auto"``), see :mod:`ssm.ops.dispatch`.
+
+    Returns:
+        ``out`` ``(B, D, L)`` in ``u``'s dtype, and the last state if asked for. Same semantics
+        as ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``.
+    """
+    _check_scan(u, delta, A, B, C, D, z, delta_bias)
+    tensors = (u, delta, A, B, C, D, z, delta_bias)
+    if choose("selective_scan", tensors, backend, _probe_scan) == "reference":
+        fn = selective_scan_ref
+    else:
+        from .triton import selective_scan_triton as fn
+    return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+
+def _check_step(state, x, dt, A, B, C, D, z, dt_bias) -> None:
+    _checks.tensor("state", state, complex_ok=False)
+    if state.ndim != 3:
+        raise ValueError(f"state must have shape (batch, dim, N), got {tuple(state.shape)}")
+    batch, dim, dstate = state.shape
+    _real("x", x, (batch, dim), "(batch, dim) of state")
+    _real("dt", dt, (batch, dim), "like x")
+    _real("A", A, (dim, dstate), "(dim, N) of state")
+    _grouped_bc("B", B, batch, dim, dstate, ())
+    _grouped_bc("C", C, batch, dim, dstate, ())
+    if C.shape != B.shape:
+        raise ValueError(f"C must have the shape of B {tuple(B.shape)}, got {tuple(C.shape)}")
+    _real("D", D, (dim,), "one skip weight per channel")
+    _real("z", z, (batch, dim), "like x")
+    _real("dt_bias", dt_bias, (dim,), "one bias per channel")
+    _same_device(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
+
+
+def _probe_step(device: torch.device) -> None:
+    """Run the decode kernel once at a tiny size on ``device``; raise if it disagrees with the
+    reference."""
+    from .triton import selective_state_update_triton
+
+    gen = torch.Generator().manual_seed(0)
+    batch, dim, dstate = 2, 4, 4
+    state = torch.randn(batch, dim, dstate, generator=gen).to(device)
+    inputs = [
+        torch.randn(batch, dim, generator=gen), torch.randn(batch, dim, generator=gen),
+        -torch.rand(dim, dstate, generator=gen) - 0.5,
+        torch.randn(batch, 2, dstate, generator=gen), torch.randn(batch, 2, dstate, generator=gen),
+        torch.randn(dim, generator=gen), torch.randn(batch, dim, generator=gen),
+        torch.randn(dim, generator=gen),
+    ]  # fmt: skip
+    inputs = [x.to(device) for x in inputs]
+    ref_state, got_state = state.clone(), state.clone()
+    ref = selective_state_update_ref(ref_state, *inputs, dt_softplus=True)
+    got = selective_state_update_triton(got_state, *inputs, dt_softplus=True)
+    for name, r, g in (("y", ref, got), ("state", ref_state, got_state)):
+        if not torch.allclose(g, r, rtol=1e-3, atol=1e-3):
+            err = (g - r).abs().max().item()
+            raise RuntimeError(
+                f"selective_state_update probe: {name} differs from the reference by {err:.3g}"
+            )
+
+
+def selective_state_update(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """One decoding step of the selective SSM; ``state`` ``(B, D, N)`` is updated in place.
+
+    Args:
+        state: ``(B, D, N)``; x, dt: ``(B, D)``; A: ``(D, N)`` real;
+        B, C: ``(B, N)`` or ``(B, G, N)`` (same shape); D: ``(D,)``; z: ``(B, D)``;
+        dt_bias: ``(D,)``; dt_softplus: apply softplus to ``dt + dt_bias``.
+        backend: as for :func:`selective_scan`.
+
+    Returns:
+        ``y`` ``(B, D)`` in ``x``'s dtype. Same semantics as ``mamba_ssm``'s
+        ``selective_state_update``; a prefix through :func:`selective_scan` with
+        ``return_last_state=True`` followed by steps equals the scan of the whole sequence.
+    """
+    _check_step(state, x, dt, A, B, C, D, z, dt_bias)
+    tensors = (state, x, dt, A, B, C, D, z, dt_bias)
+    if choose("selective_state_update", tensors, backend, _probe_step) == "reference":
+        fn = selective_state_update_ref
+    else:
+        from .triton import selective_state_update_triton as fn
+    return fn(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
