@@ -1,0 +1,122 @@
+"""Results of full-scale runs, stored as JSON with their provenance.
+
+``data/results/NAME.json`` holds ``{"experiment", "profile", "config", "provenance", "results"}``
+where ``provenance`` records the commit, the device, the torch version, the date, the config hash
+and the wall time. A stored result is current while its ``config_hash`` equals
+``config_hash(module.config(profile))``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RESULTS_DIR = REPO_ROOT / "data" / "results"
+PROVENANCE_KEYS = ("commit", "device", "torch", "date", "config_hash", "wall_time_s")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy/torch values (and containers of them) to plain JSON types."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return to_jsonable(obj.detach().cpu().numpy())
+    if isinstance(obj, np.ndarray):
+        if np.iscomplexobj(obj):
+            return {"real": obj.real.tolist(), "imag": obj.imag.tolist()}
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None if np.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short, stable hash of a config: sha256 of its canonical JSON (sorted keys)."""
+    text = json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out + ("+dirty" if dirty else "")
+
+
+def _device() -> str:
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu: {platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def provenance(config: dict[str, Any], wall_time_s: float) -> dict[str, Any]:
+    """Where and how a result was produced."""
+    return {
+        "commit": _commit(),
+        "device": _device(),
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config_hash": config_hash(config),
+        "wall_time_s": round(float(wall_time_s), 3),
+    }
+
+
+def save(
+    name: str,
+    config: dict[str, Any],
+    results: dict[str, Any],
+    wall_time_s: float,
+    out_dir: Path | str | None = None,
+) -> Path:
+    """Write ``<out_dir>/<name>.json`` (``data/results`` by default) and return its path."""
+    out = Path(out_dir) if out_dir is not None else RESULTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "experiment": name,
+        "profile": config.get("profile"),
+        "config": to_jsonable(config),
+        "provenance": provenance(config, wall_time_s),
+        "results": to_jsonable(results),
+    }
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def load(name: str, out_dir: Path | str | None = None) -> dict[str, Any]:
+    """Read a stored record written by :func:`save`."""
+    path = (Path(out_dir) if out_dir is not None else RESULTS_DIR) / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no stored result {path.name}; run `python -m ssm.experiments {name} --profile full`"
+        )
+    return json.loads(path.read_text())
