@@ -1,0 +1,390 @@
+"""Open every page of the built book in headless Chromium, with the network cut.
+
+Run after a build (``make test`` builds first; alone: ``scripts/build_book.sh`` then
+``pytest tests/site -m site``). The site is served from ``_build/html`` by a local HTTP server
+on 127.0.0.1; every request to any other host is aborted and recorded, so a page that needs
+the internet (a CDN script, a remote image, a widget module) fails here. For each page:
+
+- MathJax typeset every math element (an ``mjx-container`` inside each), with no TeX error
+  and no raw ``$$``/``\\(``/``\\[`` left in the text;
+- every ``<img>`` loaded (``complete`` and ``naturalWidth > 0``), no request answered >= 400;
+- no traceback, error name or stderr in the output cells, no docutils system message;
+- on a notebook page, a Colab launch link to exactly this chapter's notebook on ``main``;
+- every local link resolves to a file of the site, and its ``#anchor`` exists there;
+- on a page whose notebook saved widget state, the widgets are rendered and each slider
+  shows its saved value;
+- a full-page screenshot is saved to ``_build/screenshots/``.
+
+The browser is Debian's Chromium (``/usr/bin/chromium``, ``scripts/setup.sh --browser``
+installs it); Playwright's own browser downloads are never used.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import re
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+
+import pytest
+
+pytestmark = pytest.mark.site
+
+ROOT = Path(__file__).resolve().parents[2]
+SITE = ROOT / "_build" / "html"
+STAGED = ROOT / "_build" / "src"  # what the build rendered (see scripts/build_book.sh)
+SHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+COLAB = "https://colab.research.google.com/github/ssm-companion/ssm-companion/blob/main/"
+SKIP_DIRS = {"_static", "_sources", "_images", "vendor"}
+ERROR_TEXT = re.compile(
+    r"Traceback|(^|\s)[A-Za-z_.]*(Error|Exception)(:|$)|(^|\s)Error\b", re.MULTILINE
+)
+# Errors that every page of a Jupyter Book 1.x site raises, known and harmless. Sphinx 7.4
+# re-adds the inline scripts that extensions register after the builder started (its
+# prepare_writing() adds registry entries with filename '' next to the builder's own with
+# filename None), so sphinx-thebe's `const THEBE_JS_URL` is declared twice; the live-code
+# feature it configures is not used by this book.
+KNOWN_JS_ERRORS = ("Identifier 'THEBE_JS_URL' has already been declared",)
+RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{")
+
+
+def site_pages() -> list[str]:
+    if not SITE.is_dir():
+        return []
+    return sorted(
+        p.relative_to(SITE).as_posix()
+        for p in SITE.rglob("*.html")
+        if not SKIP_DIRS.intersection(p.relative_to(SITE).parts)
+    )
+
+
+def source_notebook(page: str) -> Path | None:
+    """The notebook a page was rendered from (the staged, possibly executed, copy)."""
+    stem = page.removesuffix(".html")
+    for base in (STAGED, ROOT):
+        nb = base / f"{stem}.ipynb"
+        if nb.exists():
+            return nb
+    return None
+
+
+def is_redirect(page: str) -> bool:
+    return 'http-equiv="Refresh"' in (SITE / page).read_text(errors="replace")
+
+
+@functools.cache
+def anchors_of(path: Path) -> frozenset[str]:
+    text = path.read_text(errors="replace")
+    return frozenset(re.findall(r'\s(?:id|name)="([^"]+)"', text))
+
+
+def slider_models(nb_path: Path) -> list[dict]:
+    """Slider models of a notebook's saved widget state: description, value, readout."""
+    nb = json.loads(nb_path.read_text())
+    state = nb.get("metadata", {}).get("widgets", {})
+    state = state.get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    sliders = []
+    for model in state.values():
+        name = model.get("model_name", "")
+        if name.endswith("SliderModel") and "Range" not in name:
+            s = model.get("state", {})
+            fmt = s.get("readout_format", ".2f" if name.startswith("Float") else "d")
+            sliders.append(
+                {
+                    "description": s.get("description", ""),
+                    "readout": format(s["value"], fmt),
+                    "readout_shown": s.get("readout", True),
+                }
+            )
+    return sliders
+
+
+def has_widget_state(nb_path: Path | None) -> bool:
+    if nb_path is None:
+        return False
+    meta = json.loads(nb_path.read_text()).get("metadata", {})
+    state = meta.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    return bool(state.get("state"))
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # keep the test output readable
+        pass
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    if not (SITE / "index.html").exists():
+        pytest.fail(f"no built site in {SITE}: run scripts/build_book.sh first (make test does)")
+    handler = functools.partial(_QuietHandler, directory=str(SITE))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh --browser (make test does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),  # a new, empty user-data-dir
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+            service_workers="block",
+        )
+        yield context
+        context.close()
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+def test_site_has_every_toc_page():
+    """The build holds a page for every file of _toc.yml (and the test sees them all)."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    entries = [toc["root"]]
+    stack = list(toc.get("chapters", [])) + list(toc.get("parts", []))
+    while stack:
+        entry = stack.pop()
+        if "file" in entry:
+            entries.append(entry["file"])
+        stack.extend(entry.get("chapters", []) + entry.get("sections", []))
+    pages = set(site_pages())
+    missing = [e for e in entries if f"{Path(e).with_suffix('').as_posix()}.html" not in pages]
+    assert not missing, f"pages missing from {SITE}: {missing}"
+
+
+@pytest.mark.parametrize("page", site_pages() or ["<no site built>"])
+def test_page(page, base_url, browser_context):
+    if page == "<no site built>":
+        pytest.fail(f"no pages in {SITE}: run scripts/build_book.sh first")
+    problems: list[str] = []
+    url = urljoin(base_url, page)
+
+    blocked: list[str] = []
+
+    def route(r):
+        if r.request.url.startswith(base_url):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    tab = browser_context.new_page()
+    tab.route("**/*", route)
+    bad_responses: list[str] = []
+    tab.on(
+        "response",
+        lambda resp: (
+            resp.status >= 400
+            and not resp.url.endswith("/favicon.ico")
+            and bad_responses.append(f"{resp.status} {resp.url}")
+        ),
+    )
+    js_errors: list[str] = []
+    tab.on(
+        "pageerror",
+        lambda exc: str(exc) not in KNOWN_JS_ERRORS and js_errors.append(str(exc)),
+    )
+    try:
+        tab.goto(url, wait_until="networkidle")
+        if is_redirect(page):
+            # index.html sends readers to the root page; the target is checked as its own page.
+            assert tab.url != url, f"{page}: the redirect did not happen"
+        else:
+            for check in (
+                check_math,
+                check_images,
+                check_outputs,
+                check_colab,
+                check_links,
+                check_widgets,
+            ):
+                try:
+                    problems += check(tab, page, base_url)
+                except Exception as exc:  # a check that cannot even run is a failure too
+                    problems.append(f"{check.__name__}: {type(exc).__name__}: {exc}")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        tab.screenshot(path=str(SHOTS / (page.replace("/", "__") + ".png")), full_page=True)
+    finally:
+        tab.close()
+    problems += [f"request to the network (the site must work offline): {u}" for u in blocked]
+    problems += [f"HTTP error: {r}" for r in bad_responses]
+    problems += [f"JavaScript error: {e}" for e in js_errors]
+    assert not problems, f"{page}:\n  " + "\n  ".join(problems)
+
+
+# --- checks (each returns a list of problems) ---------------------------------------------------
+
+
+def check_math(tab, page: str, base_url: str) -> list[str]:
+    n_math = tab.locator(".math").count()
+    raw = tab.evaluate(
+        """() => {
+        const body = document.querySelector('main') || document.body;
+        const copy = body.cloneNode(true);
+        copy.querySelectorAll('pre, code, script, style, mjx-container, .cell_input, '
+            + '.highlight, textarea').forEach(e => e.remove());
+        return copy.innerText;
+    }"""
+    )
+    problems = [f"TeX left untypeset in the text: {m!r}" for m in set(RAW_TEX.findall(raw))]
+    if n_math == 0:
+        return problems
+    tab.wait_for_function(
+        "() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=20_000
+    )
+    tab.evaluate("() => MathJax.startup.promise")
+    untypeset = tab.evaluate(
+        "() => Array.from(document.querySelectorAll('.math'))"
+        ".filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 80))"
+    )
+    problems += [f"math not typeset by MathJax: {t!r}" for t in untypeset]
+    if tab.locator("mjx-container").count() == 0:
+        problems.append("the page has math but no mjx-container")
+    errors = tab.evaluate(
+        "() => Array.from(document.querySelectorAll('mjx-merror'))"
+        ".map(e => e.getAttribute('data-mjx-error') || e.textContent)"
+    )
+    problems += [f"MathJax error: {e}" for e in errors]
+    return problems
+
+
+def check_images(tab, page: str, base_url: str) -> list[str]:
+    broken = tab.evaluate(
+        """async () => {
+        const imgs = Array.from(document.images);
+        imgs.forEach(i => { i.loading = 'eager'; });
+        await Promise.all(imgs.map(i => i.complete ? null : new Promise(r => {
+            i.addEventListener('load', r); i.addEventListener('error', r);
+            setTimeout(r, 10000);
+        })));
+        return imgs.filter(i => !(i.complete && i.naturalWidth > 0))
+                   .map(i => i.getAttribute('src'));
+    }"""
+    )
+    return [f"image not loaded: {src}" for src in broken]
+
+
+def check_outputs(tab, page: str, base_url: str) -> list[str]:
+    problems = []
+    for selector, what in [
+        (".cell_output .traceback, .cell_output .output.error", "an error output"),
+        (".cell_output .stderr", "stderr in an output"),
+        (".system-message", "a docutils system message"),
+    ]:
+        n = tab.locator(selector).count()
+        if n:
+            problems.append(f"{n} x {what} ({selector})")
+    texts = tab.evaluate(
+        "() => Array.from(document.querySelectorAll('.cell_output')).map(e => e.innerText)"
+    )
+    for text in texts:
+        m = ERROR_TEXT.search(text)
+        if m:
+            start = max(0, m.start() - 40)
+            problems.append(f"error text in an output cell: {text[start : m.end() + 40]!r}")
+    return problems
+
+
+def check_colab(tab, page: str, base_url: str) -> list[str]:
+    nb = ROOT / page.replace(".html", ".ipynb")
+    hrefs = tab.evaluate(
+        "() => Array.from(document.querySelectorAll('a[href*=\"colab.research.google.com\"]'))"
+        ".map(a => a.getAttribute('href'))"
+    )
+    if not nb.exists():
+        return []
+    expected = COLAB + nb.relative_to(ROOT).as_posix()
+    if expected not in hrefs:
+        return [f"no Colab launch link {expected} (found {hrefs})"]
+    return [f"a Colab link to another notebook: {h}" for h in hrefs if h != expected]
+
+
+def check_links(tab, page: str, base_url: str) -> list[str]:
+    hrefs = tab.evaluate(
+        "() => Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href'))"
+    )
+    page_url = urljoin(base_url, page)
+    problems = []
+    for href in sorted(set(hrefs)):
+        if href.startswith(("javascript:", "mailto:", "data:")):
+            continue
+        absolute, fragment = urldefrag(urljoin(page_url, href))
+        if not absolute.startswith(base_url):
+            continue  # external: not followed (the network is cut), not a broken internal link
+        rel = unquote(urlsplit(absolute).path)[len(urlsplit(base_url).path) :]
+        target = SITE / rel
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_file():
+            problems.append(f"broken link {href!r}: {target.relative_to(SITE)} does not exist")
+        elif fragment and target.suffix == ".html" and fragment not in anchors_of(target):
+            problems.append(f"broken anchor {href!r}: no id {fragment!r} in {rel}")
+    return problems
+
+
+def check_widgets(tab, page: str, base_url: str) -> list[str]:
+    nb = source_notebook(page)
+    if not has_widget_state(nb):
+        return []
+    problems = []
+    if tab.locator('script[type="application/vnd.jupyter.widget-state+json"]').count() == 0:
+        return ["the notebook saved widget state but the page does not embed it"]
+    n_views = tab.locator('script[type="application/vnd.jupyter.widget-view+json"]').count()
+    try:
+        tab.wait_for_selector(".jupyter-widgets", timeout=20_000)
+    except Exception:
+        return [f"{n_views} widget view(s) on the page but no widget rendered (.jupyter-widgets)"]
+    tab.wait_for_load_state("networkidle")
+    empty = tab.evaluate(
+        """() => Array.from(document.querySelectorAll(
+                'script[type="application/vnd.jupyter.widget-view+json"]'))
+            .filter(s => { const p = s.previousElementSibling;
+                           return !(p && p.querySelector('.jupyter-widgets')); }).length"""
+    )
+    if empty:
+        problems.append(f"{empty} of {n_views} widget view(s) not rendered")
+    shown = tab.evaluate(
+        """() => Array.from(document.querySelectorAll('.widget-slider')).map(s => ({
+            description: (s.querySelector('.widget-label') || {}).textContent || '',
+            readout: ((s.querySelector('.widget-readout') || {}).textContent || '').trim(),
+        }))"""
+    )
+    for model in slider_models(nb):
+        same = [s for s in shown if s["description"] == model["description"]]
+        if not same:
+            problems.append(f"slider {model['description']!r} is not rendered")
+        elif model["readout_shown"] and model["readout"] not in [s["readout"] for s in same]:
+            problems.append(
+                f"slider {model['description']!r} shows {[s['readout'] for s in same]}, "
+                f"saved value {model['readout']}"
+            )
+    return problems

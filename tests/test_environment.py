@@ -1,0 +1,134 @@
+"""environment.yml (conda, Binder) and pyproject.toml list the same requirements.
+
+pyproject's dependencies plus its "book" and "test" extras must appear in environment.yml, each
+once, with the same version specifier and environment marker, and nothing else may be there
+(besides python, pip and the package itself). conda-forge names that differ from PyPI's are
+mapped in CONDA_NAMES.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the test extra installs tomli on python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+EXTRAS = ("book", "test")
+CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
+CONDA_ONLY = {"python", "pip"}
+
+
+def pyproject_requirements(pyproject: dict) -> dict[str, tuple[str, str]]:
+    """name -> (specifier, marker) for the dependencies and the EXTRAS of pyproject.toml."""
+    project = pyproject["project"]
+    lines = list(project["dependencies"])
+    for extra in EXTRAS:
+        lines += project["optional-dependencies"][extra]
+    reqs: dict[str, tuple[str, str]] = {}
+    for line in lines:
+        req = Requirement(line)
+        key = canonicalize_name(req.name)
+        value = (str(req.specifier), str(req.marker or ""))
+        assert reqs.get(key, value) == value, f"pyproject lists {req.name} twice, differently"
+        reqs[key] = value
+    return reqs
+
+
+def environment_requirements(env: dict) -> tuple[dict[str, tuple[str, str]], list[str], list[str]]:
+    """(name -> (specifier, marker), duplicates, other pip lines) of environment.yml."""
+    reqs: dict[str, tuple[str, str]] = {}
+    duplicates: list[str] = []
+    other: list[str] = []
+    entries: list[str] = []
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            for line in dep.get("pip", []):
+                (other if line.startswith("-") else entries).append(line)
+        else:
+            entries.append(dep)
+    for line in entries:
+        name = line.split("=")[0].split("<")[0].split(">")[0].split(";")[0].strip()
+        if name in CONDA_ONLY:
+            continue
+        req = Requirement(line.replace(name, CONDA_NAMES.get(name, name), 1))
+        key = canonicalize_name(req.name)
+        if key in reqs:
+            duplicates.append(req.name)
+        reqs[key] = (str(req.specifier), str(req.marker or ""))
+    return reqs, duplicates, other
+
+
+def drift(expected: dict, found: dict) -> list[str]:
+    problems = []
+    for name in sorted(expected.keys() - found.keys()):
+        problems.append(f"{name}: in pyproject.toml, missing from environment.yml")
+    for name in sorted(found.keys() - expected.keys()):
+        problems.append(f"{name}: in environment.yml, not in pyproject.toml")
+    for name in sorted(expected.keys() & found.keys()):
+        (spec_p, marker_p), (spec_e, marker_e) = expected[name], found[name]
+        if SpecifierSet(spec_p) != SpecifierSet(spec_e):
+            problems.append(f"{name}: {spec_p!r} in pyproject.toml, {spec_e!r} in environment.yml")
+        if marker_p != marker_e:
+            problems.append(f"{name}: marker {marker_p!r} vs {marker_e!r} in environment.yml")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+@pytest.fixture(scope="module")
+def env():
+    return yaml.safe_load((ROOT / "environment.yml").read_text())
+
+
+def test_environment_matches_pyproject(pyproject, env):
+    found, duplicates, _ = environment_requirements(env)
+    problems = drift(pyproject_requirements(pyproject), found)
+    problems += [f"{name}: listed twice in environment.yml" for name in duplicates]
+    assert not problems, "environment.yml and pyproject.toml differ:\n  " + "\n  ".join(problems)
+
+
+def test_environment_installs_the_package(env):
+    _, _, other = environment_requirements(env)
+    assert "-e ." in other, "environment.yml's pip section must install the package (-e .)"
+
+
+def test_environment_python_is_supported(pyproject, env):
+    pythons = [d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python")]
+    assert len(pythons) == 1, f"one python pin expected in environment.yml, got {pythons}"
+    version = pythons[0].split("=")[-1]
+    assert SpecifierSet(pyproject["project"]["requires-python"]).contains(version), (
+        f"environment.yml's python {version} is outside requires-python"
+    )
+
+
+@pytest.mark.parametrize("change", ["repin", "drop", "add", "marker"])
+def test_drift_would_be_caught(pyproject, env, change):
+    """The comparison above fails on each kind of drift (so it is not a test that cannot fail)."""
+    changed = copy.deepcopy(env)
+    deps = changed["dependencies"]
+    index = next(i for i, d in enumerate(deps) if isinstance(d, str) and d.startswith("numpy"))
+    if change == "repin":
+        deps[index] = "numpy>=1.20"
+    elif change == "drop":
+        del deps[index]
+    elif change == "add":
+        deps.append("pandas>=2")
+    else:
+        pip = next(d for d in deps if isinstance(d, dict))["pip"]
+        pip[:] = [line.split(";")[0] if line.startswith("triton") else line for line in pip]
+    found, _, _ = environment_requirements(changed)
+    assert drift(pyproject_requirements(pyproject), found), f"a {change} went unnoticed"

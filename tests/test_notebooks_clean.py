@@ -1,0 +1,198 @@
+"""Checks of the committed chapter notebooks, without running them (nbval runs them).
+
+Every notebook in book/ is listed in _toc.yml, starts with a code cell tagged ``parameters``
+that sets ``PROFILE = "ci"``, was executed top to bottom (its outputs are what nbval compares),
+and its outputs are clean: no errors, nothing on stderr (warnings), no progress bars, no
+absolute paths of the machine it ran on, no papermill run records. At most a quarter of its
+code cells are exempt from nbval's comparison. A cell that installs packages (for Colab) never
+installs torch.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+
+NBVAL_EXEMPT_TAGS = {"nbval-ignore-output", "nbval-skip", "raises-exception", "nbval-raises"}
+NBVAL_EXEMPT_COMMENT = re.compile(r"^\s*#\s*NBVAL_(IGNORE_OUTPUT|SKIP|RAISES_EXCEPTION)", re.M)
+MACHINE_PATH = re.compile(r"(/work/|/tmp/|/root/|/home/|/Users/|/opt/|/private/var/|[A-Z]:\\\\)")
+PROGRESS_BAR = re.compile(r"\r|\d+%\|[^|]*\||\d+(\.\d+)?\s*it/s|s/it\]")
+
+
+def toc_entries() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    entries = [toc["root"]]
+    stack = list(toc.get("chapters", [])) + list(toc.get("parts", []))
+    while stack:
+        entry = stack.pop(0)
+        if "file" in entry:
+            entries.append(entry["file"])
+        stack.extend(entry.get("chapters", []) + entry.get("sections", []))
+    return [str(Path(e).with_suffix("")) if Path(e).suffix else e for e in entries]
+
+
+def committed_notebooks() -> list[Path]:
+    return sorted(
+        p
+        for p in BOOK.rglob("*.ipynb")
+        if ".ipynb_checkpoints" not in p.parts and "_build" not in p.parts
+    )
+
+
+NOTEBOOKS = committed_notebooks()
+IDS = [p.relative_to(ROOT).as_posix() for p in NOTEBOOKS]
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def code_cells(nb: dict) -> list[dict]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return src if isinstance(src, str) else "".join(src)
+
+
+def output_texts(output: dict) -> list[str]:
+    """All the text an output shows (stream text, plain text, html, latex, tracebacks)."""
+    texts = []
+    if "text" in output:
+        texts.append(output["text"] if isinstance(output["text"], str) else "".join(output["text"]))
+    for mime, value in output.get("data", {}).items():
+        if mime.startswith("text/") or mime in ("application/json",):
+            texts.append(value if isinstance(value, str) else "".join(map(str, value)))
+    texts += output.get("traceback", [])
+    return texts
+
+
+def test_every_toc_file_exists():
+    missing = [
+        e for e in toc_entries() if not any((ROOT / f"{e}{s}").exists() for s in (".ipynb", ".md"))
+    ]
+    assert not missing, f"_toc.yml lists files that do not exist: {missing}"
+
+
+def test_book_has_chapters():
+    assert NOTEBOOKS, "no chapter notebook in book/: the book has nothing to test"
+
+
+def test_every_notebook_is_in_the_toc():
+    listed = set(toc_entries())
+    unlisted = [
+        p.relative_to(ROOT).as_posix()
+        for p in NOTEBOOKS
+        if p.relative_to(ROOT).with_suffix("").as_posix() not in listed
+    ]
+    assert not unlisted, f"notebooks in book/ missing from _toc.yml (never built): {unlisted}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_first_code_cell_is_the_parameters_cell(path):
+    cells = code_cells(load(path))
+    assert cells, f"{path.name} has no code cell"
+    first = cells[0]
+    assert "parameters" in first.get("metadata", {}).get("tags", []), (
+        f"{path.name}: the first code cell must be tagged 'parameters' (papermill injects the "
+        "profile after it)"
+    )
+    assigned = {
+        target.id: node.value
+        for node in ast.parse(source(first)).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    assert "PROFILE" in assigned, f"{path.name}: the parameters cell must set PROFILE"
+    value = assigned["PROFILE"]
+    assert isinstance(value, ast.Constant) and value.value == "ci", (
+        f"{path.name}: the committed default must be PROFILE = 'ci' (the outputs nbval checks)"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_executed_top_to_bottom(path):
+    cells = [c for c in code_cells(load(path)) if source(c).strip()]
+    counts = [c.get("execution_count") for c in cells]
+    assert all(n is not None for n in counts), (
+        f"{path.name}: unexecuted code cells (refresh the outputs with `make refresh`)"
+    )
+    assert counts == list(range(1, len(counts) + 1)), (
+        f"{path.name}: execution counts {counts} are not 1..{len(counts)}: the notebook was not "
+        "run top to bottom in a fresh kernel (refresh it with `make refresh`)"
+    )
+    assert any(c.get("outputs") for c in cells), f"{path.name}: no outputs for nbval to compare"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_outputs_are_clean(path):
+    problems = []
+    for i, cell in enumerate(code_cells(load(path))):
+        for output in cell.get("outputs", []):
+            kind = output["output_type"]
+            if kind == "error":
+                problems.append(f"code cell {i}: error output {output.get('ename')}")
+            if kind == "stream" and output.get("name") == "stderr":
+                text = "".join(output_texts(output))[:120]
+                problems.append(f"code cell {i}: stderr output (a warning?): {text!r}")
+            for text in output_texts(output):
+                if PROGRESS_BAR.search(text):
+                    problems.append(f"code cell {i}: progress-bar output: {text[:120]!r}")
+                if MACHINE_PATH.search(text):
+                    problems.append(f"code cell {i}: machine path in output: {text[:120]!r}")
+    assert not problems, f"{path.name}:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_no_run_records_or_machine_paths_in_metadata(path):
+    nb = load(path)
+    assert "papermill" not in nb.get("metadata", {}), (
+        f"{path.name}: papermill metadata (run times, paths): refresh with `make refresh`, "
+        "which strips it"
+    )
+    volatile = [
+        i
+        for i, c in enumerate(nb["cells"])
+        if {"papermill", "execution"} & set(c.get("metadata", {}))
+    ]
+    assert not volatile, f"{path.name}: cells {volatile} carry run records (papermill/execution)"
+    metadata = json.dumps(nb.get("metadata", {})) + json.dumps(
+        [c.get("metadata", {}) for c in nb["cells"]]
+    )
+    assert not MACHINE_PATH.search(metadata), f"{path.name}: a machine path in the metadata"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_at_most_a_quarter_of_cells_exempt_from_nbval(path):
+    cells = code_cells(load(path))
+    exempt = [
+        i
+        for i, c in enumerate(cells)
+        if NBVAL_EXEMPT_TAGS & set(c.get("metadata", {}).get("tags", []))
+        or NBVAL_EXEMPT_COMMENT.search(source(c))
+    ]
+    assert 4 * len(exempt) <= len(cells), (
+        f"{path.name}: {len(exempt)} of {len(cells)} code cells are exempt from nbval "
+        f"(cells {exempt}); at most a quarter may be"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_install_cells_never_touch_torch(path):
+    for i, cell in enumerate(code_cells(load(path))):
+        for line in source(cell).splitlines():
+            if re.search(r"\bpip\b.*\binstall\b", line):
+                assert not re.search(r"\btorch\b", line.split("#")[0]), (
+                    f"{path.name}, code cell {i}: an install line mentions torch: {line.strip()!r}"
+                    " (Colab's torch must be kept; install the package with its own pins only)"
+                )
