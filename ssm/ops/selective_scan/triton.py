@@ -61,14 +61,14 @@ def _load_dt(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.conste
 def _fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     out_ptr, chunk_state_ptr, last_state_ptr,
-    dim, dstate, length, dim_per_group, groups, n_chunks,
+    dim, dstate, length, dim_per_group, n_chunks,
     stride_u_b, stride_u_d, stride_delta_b, stride_delta_d, stride_z_b, stride_z_d,
     stride_bc_b, stride_bc_g, stride_bc_n,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     STORE_CHUNKS: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
 ):  # fmt: skip
-    pid_b = tl.program_id(0)
+    pid_b = tl.program_id(0).to(tl.int64)  # 64-bit offsets for large tensors
     pid_g = tl.program_id(1)
     pid_d = tl.program_id(2)
     offs_dg = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)  # channel within the group
@@ -136,7 +136,7 @@ def _bwd_kernel(
     ATOMIC: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
 ):  # fmt: skip
-    pid_b = tl.program_id(0)
+    pid_b = tl.program_id(0).to(tl.int64)  # 64-bit offsets for large tensors
     pid_g = tl.program_id(1)
     pid_d = tl.program_id(2)
     offs_dg = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -257,7 +257,7 @@ def _step_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    pid_b = tl.program_id(0)
+    pid_b = tl.program_id(0).to(tl.int64)  # 64-bit offsets for large tensors
     pid_d = tl.program_id(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     d_mask = offs_d < dim
@@ -341,7 +341,7 @@ class _SelectiveScan(torch.autograd.Function):
         _fwd_kernel[grid](
             u, delta, A, Bg, Cg, D, z, delta_bias,
             out, chunk_states, last_state,
-            dim, dstate, length, dpg, groups, n_chunks,
+            dim, dstate, length, dpg, n_chunks,
             *_strides(u), *_strides(delta), *_strides(z),
             Bg.stride(0), Bg.stride(1), Bg.stride(2),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
