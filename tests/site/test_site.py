@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import math
 import re
 import threading
 from pathlib import Path
@@ -106,11 +107,33 @@ def slider_models(nb_path: Path) -> list[dict]:
             sliders.append(
                 {
                     "description": s.get("description", ""),
-                    "readout": format(s["value"], fmt),
+                    "value": s["value"],
+                    "format": fmt,
                     "readout_shown": s.get("readout", True),
                 }
             )
     return sliders
+
+
+def readout_matches(shown: str, value: float, fmt: str) -> bool:
+    """Whether a slider's readout (formatted by d3-format in the browser) shows ``value``.
+
+    d3 and Python format alike only for some specifiers ('.3g' gives '0.0100' in d3 and '0.01'
+    in Python), so compare numbers, within the rounding the format allows.
+    """
+    try:
+        number = float(shown.replace("\u2212", "-").replace(",", ""))
+    except ValueError:
+        return shown == format(value, fmt)
+    m = re.search(r"\.(\d+)([a-z%]?)$", fmt)
+    digits, kind = (int(m.group(1)), m.group(2)) if m else (None, fmt[-1:])
+    if kind in ("", "f") and digits is not None:
+        return abs(number - value) <= 0.5 * 10**-digits * (1 + 1e-9)
+    if kind in ("g", "e", "r", "s") and digits is not None:
+        return math.isclose(number, value, rel_tol=0.5 * 10 ** (1 - digits) * (1 + 1e-9))
+    if kind == "d":
+        return number == round(value)
+    return math.isclose(number, value, rel_tol=1e-3)
 
 
 def has_widget_state(nb_path: Path | None) -> bool:
@@ -379,12 +402,14 @@ def check_widgets(tab, page: str, base_url: str) -> list[str]:
         }))"""
     )
     for model in slider_models(nb):
-        same = [s for s in shown if s["description"] == model["description"]]
+        same = [s["readout"] for s in shown if s["description"] == model["description"]]
         if not same:
             problems.append(f"slider {model['description']!r} is not rendered")
-        elif model["readout_shown"] and model["readout"] not in [s["readout"] for s in same]:
+        elif model["readout_shown"] and not any(
+            readout_matches(r, model["value"], model["format"]) for r in same
+        ):
             problems.append(
-                f"slider {model['description']!r} shows {[s['readout'] for s in same]}, "
-                f"saved value {model['readout']}"
+                f"slider {model['description']!r} shows {same}, saved value {model['value']} "
+                f"(readout format {model['format']!r})"
             )
     return problems
