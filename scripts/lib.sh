@@ -2,7 +2,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${VENV:-$ROOT/.venv}"
+VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 # Tools of the venv (ruff, pytest, papermill, jupyter-book) come first on PATH, and a kernel
 # started by papermill or nbval runs the venv's python.
