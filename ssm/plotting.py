@@ -15,9 +15,11 @@ ids), which keeps chapters reproducible and readable offline.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import hashlib
+import io
 import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -106,8 +108,43 @@ def style() -> Iterator[None]:
 
 
 def use_style() -> None:
-    """Apply the book's style globally (for figures a reader makes in a notebook)."""
+    """Apply the book's style globally, and in IPython show ``Figure`` objects as PNG images.
+
+    The experiments make figures with :class:`~matplotlib.figure.Figure` (not ``pyplot``), which
+    IPython displays as images only once a figure formatter is registered; ``pyplot`` does that
+    when imported, and this function does it without ``pyplot``.
+    """
     mpl.rcParams.update(RC)
+    try:
+        from IPython import get_ipython
+        from IPython.core.pylabtools import select_figure_formats
+    except ImportError:  # plain Python: nothing to register
+        return
+    shell = get_ipython()
+    if shell is not None:
+        select_figure_formats(shell, {"png"})  # clears other figure formatters
+        shell.display_formatter.formatters["image/png"].for_type(Figure, png_base64)
+
+
+def png_bytes(fig: Figure, *, colors: int = 256) -> bytes:
+    """The figure as a compact PNG: tight bounding box, quantized to ``colors`` colours.
+
+    Line plots use few colours, so an adaptive palette keeps them visually identical at about a
+    third of the size, which keeps the notebooks (outputs included) small.
+    """
+    from PIL import Image
+
+    raw = io.BytesIO()
+    fig.savefig(raw, format="png", bbox_inches="tight", pad_inches=0.05)
+    image = Image.open(io.BytesIO(raw.getvalue())).convert("RGB")
+    out = io.BytesIO()
+    image.quantize(colors=colors).save(out, format="png", optimize=True)
+    return out.getvalue()
+
+
+def png_base64(fig: Figure) -> str:
+    """:func:`png_bytes` in base64, as notebook outputs hold images."""
+    return base64.b64encode(png_bytes(fig)).decode()
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -211,6 +248,16 @@ _ICONS = {
 }
 
 
+def _compact_frame(match: re.Match[str]) -> str:
+    from PIL import Image
+
+    data = base64.b64decode(match.group(1).replace("\\\n", ""))
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    out = io.BytesIO()
+    image.quantize(colors=64).save(out, format="png", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
 def animation_html(anim: Any, *, name: str, fps: float | None = None) -> str:
     """Self-contained HTML player for a matplotlib animation (frames embedded as PNG).
 
@@ -219,6 +266,8 @@ def animation_html(anim: Any, *, name: str, fps: float | None = None) -> str:
     random uuid, so re-running a notebook reproduces the same output.
     """
     html = anim.to_jshtml(fps=fps, default_mode="once")
+    # frames are base64 split into lines that end in a backslash (a JS string continuation)
+    html = re.sub(r"data:image/png;base64,([A-Za-z0-9+/=\\\n]+)", _compact_frame, html)
     html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html)
     for cls, glyph in _ICONS.items():
         html = html.replace(f'<i class="fa {cls}"></i>', glyph)

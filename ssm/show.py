@@ -7,6 +7,7 @@ that prints as plain source elsewhere.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import textwrap
 from pathlib import Path
@@ -66,11 +67,33 @@ def _strip_docstring(code: str) -> str:
     return "\n".join(kept)
 
 
+def resolve(name: str) -> Any:
+    """The object a dotted name refers to, e.g. ``"ssm.discretize._dense"``.
+
+    Modules are found even where the package rebinds their name (``ssm.discretize`` is a function
+    in the ``ssm`` namespace but also a module).
+    """
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+        except AttributeError as err:
+            raise ValueError(f"cannot find {name!r}: {err}") from err
+        return obj
+    raise ValueError(f"cannot import any module of {name!r}")
+
+
 def show_source(*objs: Any, docstring: bool = True) -> Source:
     """The source of ``objs`` (functions, classes or modules of ``ssm``) for display.
 
     Args:
-        objs: one or more objects; their sources are shown one after the other.
+        objs: one or more objects, or dotted names of them (``"ssm.discretize._dense"``); their
+            sources are shown one after the other.
         docstring: keep the docstrings (``False`` shows just the code).
 
     Returns:
@@ -80,6 +103,8 @@ def show_source(*objs: Any, docstring: bool = True) -> Source:
         raise ValueError("show_source needs at least one function, class or module")
     blocks, origins = [], []
     for obj in objs:
+        if isinstance(obj, str):
+            obj = resolve(obj)
         try:
             code = textwrap.dedent(inspect.getsource(inspect.unwrap(obj)))
         except (TypeError, OSError) as err:

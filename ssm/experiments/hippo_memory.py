@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import matplotlib as mpl
 import numpy as np
 import torch
 from matplotlib.animation import FuncAnimation
@@ -27,12 +28,12 @@ def config(profile: str = "ci") -> dict[str, Any]:
     ci = profile == "ci"
     return {
         "profile": profile,
-        "L": 400 if ci else 4000,  # samples of the signal on (0, 1]
+        "L": 256 if ci else 4000,  # samples of the signal on (0, 1]
         "sizes": [8, 16, 32, 64],  # state sizes N compared
         "sines": [[0.8, 2.0, 0.0], [0.4, 5.0, 0.5]],  # (amplitude, cycles on [0, 1], phase)
         "bump": [1.2, 0.62, 0.04],  # (height, centre, width) of a Gaussian bump
         "anim_N": 32,  # state size shown in the animation
-        "anim_frames": 20,
+        "anim_frames": 16 if ci else 24,
         "anim_points": 160,  # points per reconstructed curve in the animation
     }
 
@@ -121,9 +122,8 @@ def animation(results: dict[str, Any], *, frame: int | None = None) -> Any:
     """
     frames = results["frames"]
     grid, truth = np.asarray(results["grid"]), np.asarray(results["truth"])
-    with plotting.style():
+    with plotting.style(), mpl.rc_context({"savefig.dpi": 90}):
         fig, ax = plotting.subplots(1, 1, width=6.0, height=2.7)
-        fig.set_dpi(80)
         ax.plot(grid, truth, color="0.75", lw=1.2, label="signal (future in grey)")
         (seen,) = ax.plot(
             [], [], color=plotting.COLORS["signal"], lw=4.5, alpha=0.3, label="signal seen so far"

@@ -12,9 +12,7 @@ fine the kernel's detail can be.
 
 from __future__ import annotations
 
-import base64
 import functools
-import io
 from typing import Any
 
 import numpy as np
@@ -126,13 +124,11 @@ def _log_lags(ax: Any, L: int) -> None:
 
 def _display_data(fig) -> dict[str, Any]:
     """A notebook ``display_data`` output holding the figure as PNG."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
     w, h = fig.get_size_inches() * fig.dpi
     return {
         "output_type": "display_data",
         "data": {
-            "image/png": base64.b64encode(buf.getvalue()).decode(),
+            "image/png": plotting.png_base64(fig),
             "text/plain": f"<Figure size {w:.0f}x{h:.0f}>",
         },
         "metadata": {},

@@ -35,9 +35,9 @@ def config(profile: str = "ci") -> dict[str, Any]:
         "N": 64,
         "L": 1024 if ci else 4096,
         "dt": 0.01,
-        "lengths": [2**k for k in range(8, 13 if ci else 16)],  # timed at N = N
+        "lengths": [2**k for k in range(8, 12 if ci else 16)],  # timed at N = N
         "sizes": [16, 32, 64, 128] if ci else [16, 32, 64, 128, 256, 512],  # timed at L = L
-        "repeats": 3 if ci else 5,
+        "repeats": 2 if ci else 5,
         "device": "cpu" if ci else "auto",
     }
 

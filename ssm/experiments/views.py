@@ -31,7 +31,7 @@ def config(profile: str = "ci") -> dict[str, Any]:
         "dt": 0.05,
         "L_check": 1024,  # length of the equality check
         "L_show": 200,  # length shown in the output figure
-        "lengths": [2**k for k in range(7, 13 if ci else 17)],  # timed lengths
+        "lengths": [2**k for k in range(7, 12 if ci else 17)],  # timed lengths
         "repeats": 2 if ci else 5,
         "device": "cpu" if ci else "auto",
     }

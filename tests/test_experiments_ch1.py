@@ -1,0 +1,337 @@
+"""Chapter 1's experiments return what the chapter says they show, and their plots are complete.
+
+Each experiment runs once per module with its ``ci`` config (the config the committed notebook
+uses), so these tests check the very numbers the chapter prints and explains.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from scipy.integrate import solve_ivp
+
+import ssm
+from ssm import plotting
+from ssm.experiments import __main__ as cli
+from ssm.experiments import (
+    available,
+    discretization,
+    get,
+    hippo_memory,
+    kernel_explorer,
+    s4_kernel,
+    views,
+)
+from ssm.experiments._results import PROVENANCE_KEYS, REPO_ROOT, config_hash, to_jsonable
+from ssm.show import show_source
+
+CH1 = ["discretization", "views", "hippo_memory", "s4_kernel", "kernel_explorer"]
+
+
+def lines_with_data(ax) -> list:
+    return [line for line in ax.get_lines() if len(line.get_xdata()) > 0]
+
+
+def check_figure(fig, n_axes: int, min_lines: int = 1) -> None:
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == n_axes
+    for ax in fig.axes:
+        assert len(lines_with_data(ax)) >= min_lines, f"empty panel {ax.get_title()!r}"
+        assert ax.get_xlabel(), f"panel {ax.get_title()!r} has no x label"
+
+
+# --- the registry and the command line -------------------------------------------------------
+
+
+def test_chapter_1_experiments_are_registered():
+    assert set(CH1) <= set(available())
+    for name in CH1:
+        module = get(name)
+        assert callable(module.config) and callable(module.run) and callable(module.plot)
+        assert module.config("ci") != module.config("full"), f"{name}: profiles do not differ"
+
+
+@pytest.mark.parametrize("name", CH1)
+def test_unknown_profile_is_refused(name):
+    with pytest.raises(ValueError, match="profile"):
+        get(name).config("huge")
+
+
+def test_unknown_experiment_is_refused():
+    with pytest.raises(ValueError, match="unknown experiment"):
+        get("no_such_experiment")
+
+
+def test_config_hash_is_stable_and_sensitive():
+    cfg = kernel_explorer.config("full")
+    assert config_hash(cfg) == config_hash(dict(reversed(list(cfg.items()))))
+    assert config_hash(cfg) != config_hash(cfg | {"L": cfg["L"] + 1})
+    assert re.fullmatch(r"[0-9a-f]{16}", config_hash(cfg))
+
+
+def test_to_jsonable_handles_arrays_tensors_and_complex():
+    out = to_jsonable(
+        {1: np.arange(2), "t": torch.ones(2), "z": np.array([1j]), "f": np.float32(2)}
+    )
+    assert out == {"1": [0, 1], "t": [1.0, 1.0], "z": {"real": [0.0], "imag": [1.0]}, "f": 2.0}
+    json.dumps(out)
+
+
+def test_cli_writes_results_with_provenance(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssm.experiments",
+            "kernel_explorer",
+            "--profile",
+            "ci",
+            "--out-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "kernel_explorer.json").read_text())
+    assert record["experiment"] == "kernel_explorer" and record["profile"] == "ci"
+    assert set(PROVENANCE_KEYS) <= set(record["provenance"])
+    prov = record["provenance"]
+    assert prov["config_hash"] == config_hash(kernel_explorer.config("ci"))
+    assert prov["torch"] == torch.__version__
+    assert prov["wall_time_s"] >= 0
+    assert re.match(r"\d{4}-\d\d-\d\dT", prov["date"])
+    assert len(record["results"]["by_dt"]) == len(kernel_explorer.config("ci")["dts"])
+
+
+def test_cli_in_process_can_also_save_the_figure(tmp_path):
+    png = tmp_path / "fig.png"
+    assert (
+        cli.main(
+            ["kernel_explorer", "--profile", "ci", "--out-dir", str(tmp_path), "--plot", str(png)]
+        )
+        == 0
+    )
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+# --- discretization ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def disc():
+    return discretization.run(discretization.config("ci"))
+
+
+def test_exact_references_match_an_ode_solver():
+    cfg = discretization.config("ci")
+    A, B, C = discretization.system(cfg)
+    t = np.linspace(0.05, 6.0, 60)
+
+    def solve(u):
+        sol = solve_ivp(
+            lambda s, x: A @ x + B * u(s),
+            (0, 6),
+            [0.0, 0.0],
+            t_eval=t,
+            rtol=1e-11,
+            atol=1e-12,
+            method="DOP853",
+            max_step=0.01,
+        )
+        return C @ sol.y
+
+    smooth = solve(lambda s: discretization.smooth_input(cfg, np.array([s]))[0])
+    assert np.abs(smooth - discretization.exact_smooth(cfg, t)).max() < 1e-8
+    levels = discretization.held_levels(cfg, 6.5)
+    held = solve(lambda s: levels[int(s // cfg["hold"])])
+    assert np.abs(held - discretization.exact_held(cfg, t)).max() < 1e-8
+
+
+def test_orders_of_the_discretizations(disc):
+    s = disc["slopes"]
+    for kind in ("midpoint", "endpoint", "held"):
+        for method in ("euler", "backward_euler"):
+            assert 0.8 < s[kind][method] < 1.3, (kind, method, s[kind][method])
+    assert 1.9 < s["midpoint"]["bilinear"] < 2.1
+    assert 1.9 < s["midpoint"]["zoh"] < 2.1
+    assert 0.9 < s["endpoint"]["bilinear"] < 1.1
+    assert 0.9 < s["endpoint"]["zoh"] < 1.1
+    assert 1.9 < s["held"]["bilinear"] < 2.1
+    # ZOH is exact for a held input: round-off only, so no order is fitted
+    assert s["held"]["zoh"] is None
+    assert max(disc["errors"]["held"]["zoh"]) < discretization.ROUNDOFF
+    assert "exact" in discretization.summary(disc)
+
+
+def test_forward_euler_blows_up_and_zoh_is_closest_at_the_shown_step(disc):
+    tr = disc["trajectory"]
+    err = {m: np.abs(np.asarray(tr["y"][m]) - tr["y_exact"]).max() for m in tr["y"]}
+    assert err["euler"] > 1.0 > err["backward_euler"] > err["bilinear"] > err["zoh"]
+
+
+def test_discretization_plots(disc):
+    check_figure(discretization.plot_trajectory(disc), 2, min_lines=4)
+    check_figure(discretization.plot_convergence(disc), 3, min_lines=4)
+    check_figure(discretization.plot(disc), 3, min_lines=4)
+
+
+# --- views ------------------------------------------------------------------------------------
+
+
+# The timing loops are shortened (the chapter's claims are about the outputs, not the times).
+FAST_TIMINGS = {"repeats": 1}
+
+
+@pytest.fixture(scope="module")
+def vw():
+    return views.run(views.config("ci") | FAST_TIMINGS | {"lengths": [128, 256]})
+
+
+def test_recurrent_and_convolutional_views_agree(vw):
+    assert vw["max_abs_diff"] < 1e-10
+    assert vw["output_scale"] > 0.1  # not trivially zero outputs
+    np.testing.assert_allclose(vw["y_recurrent"], vw["y_convolutional"], atol=1e-10)
+
+
+def test_views_timings_are_recorded(vw):
+    n = 2
+    assert set(vw["timings"]) == {"recurrence", "fft_conv", "ssm_kernel"}
+    assert all(len(t) == n and all(x > 0 for x in t) for t in vw["timings"].values())
+
+
+def test_views_plots(vw):
+    check_figure(views.plot_outputs(vw), 2)
+    check_figure(views.plot_timings(vw), 1, min_lines=3)
+
+
+# --- HiPPO memory -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mem():
+    return hippo_memory.run(hippo_memory.config("ci"))
+
+
+def test_legs_reconstruction_improves_with_the_state_size(mem):
+    rmse = [mem["rmse"][N] for N in mem["sizes"]]
+    assert all(a > b for a, b in itertools.pairwise(rmse)), rmse
+    assert rmse[0] > 0.2 and rmse[-1] < 0.05
+
+
+def test_a_larger_legs_memory_extends_a_smaller_one():
+    u = torch.from_numpy(hippo_memory.signal(hippo_memory.config("ci"), np.linspace(0, 1, 50)))
+    big, small = ssm.hippo.legs_memory(u, 16), ssm.hippo.legs_memory(u, 6)
+    torch.testing.assert_close(big[:, :6], small, rtol=1e-12, atol=1e-12)
+
+
+def test_hippo_memory_plot(mem):
+    check_figure(hippo_memory.plot(mem), len(mem["sizes"]), min_lines=2)
+
+
+def test_animation_is_offline_and_has_no_random_ids(mem):
+    frames = 3
+    small = dict(mem, frames=mem["frames"][:frames])
+    html = hippo_memory.animation(small)
+    assert "http://" not in html and "https://" not in html
+    assert "font-awesome" not in html and 'class="fa' not in html
+    assert not re.search(r"[0-9a-f]{32}", html), "a uuid-like id is left in the HTML"
+    assert html.count("data:image/png;base64,") == frames
+    assert html == hippo_memory.animation(small)
+    check_figure(hippo_memory.animation(mem, frame=1), 1, min_lines=2)
+
+
+# --- S4 kernel --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s4():
+    return s4_kernel.run(
+        s4_kernel.config("ci") | FAST_TIMINGS | {"lengths": [256, 512], "sizes": [16, 32]}
+    )
+
+
+def test_s4_kernel_matches_the_power_series(s4):
+    assert s4["N"] == 64
+    assert s4["max_abs_diff"] < 1e-8
+    assert s4["max_imag"] < 1e-8
+    assert s4["kernel_scale"] > 1e-2  # a kernel worth comparing
+
+
+def test_s4_kernel_plots(s4):
+    check_figure(s4_kernel.plot_kernels(s4), 2)
+    check_figure(s4_kernel.plot_timings(s4), 2, min_lines=2)
+
+
+# --- kernel explorer --------------------------------------------------------------------------
+
+
+def test_kernel_explorer_static_twin():
+    cfg = kernel_explorer.config("ci")
+    res = kernel_explorer.run(cfg)
+    fig = kernel_explorer.plot(res)
+    check_figure(fig, 2, min_lines=3)
+    # K/Δ read against lag ℓ is K(ℓΔ): dividing Δ by 4 moves features 4 times further out
+    k_small = np.asarray(res["by_dt"][cfg["dts"][0]]) / cfg["dts"][0]
+    k_large = np.asarray(res["by_dt"][cfg["dts"][1]]) / cfg["dts"][1]
+    ratio = round(cfg["dts"][1] / cfg["dts"][0])
+    lags = np.arange(2, len(k_large) // ratio)
+
+    def mismatch(factor: int) -> float:
+        a, b = k_small[lags * factor], k_large[lags]
+        return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+    assert mismatch(ratio) < 0.1  # same shape, up to the discretization error
+    assert mismatch(ratio // 2) > 0.5  # and not any shift would do
+
+
+def test_kernel_explorer_widget_holds_its_figure_and_updates():
+    pytest.importorskip("ipywidgets")
+    cfg = kernel_explorer.config("ci")
+    w = kernel_explorer.widget(cfg)
+    assert repr(w) == f"KernelExplorer(dt={cfg['dt']:.3g}, N={cfg['N']})"
+    sliders, out = w.children
+    _, n = sliders.children
+    (first,) = out.outputs
+    assert first["data"]["image/png"]
+    n.value = 8
+    (second,) = out.outputs
+    assert second["data"]["image/png"] != first["data"]["image/png"]
+    assert repr(w).endswith("N=8)")
+
+
+# --- shared helpers ---------------------------------------------------------------------------
+
+
+def test_show_source_renders_package_code_with_a_relative_path():
+    src = show_source(ssm.fft_conv)
+    md = src._repr_markdown_()
+    assert "```python\ndef fft_conv(" in md
+    assert "ssm/conv.py" in md and "/work/" not in md
+    assert '"""' not in str(show_source("ssm.discretize._dense", docstring=False))
+    assert "def _zoh_dense" in str(show_source("ssm.discretize._zoh_dense"))
+    with pytest.raises(ValueError):
+        show_source(42)
+    with pytest.raises(ValueError):
+        show_source("ssm.no_such_thing")
+
+
+def test_png_output_is_compact_and_valid():
+    fig, ax = plotting.subplots()
+    ax.plot([0, 1], [0, 1])
+    data = plotting.png_bytes(fig)
+    assert data[:4] == b"\x89PNG"
+    raw = __import__("io").BytesIO()
+    fig.savefig(raw, format="png", bbox_inches="tight")
+    assert len(data) < len(raw.getvalue())
