@@ -71,7 +71,7 @@ METHOD_LABELS: dict[str, str] = {
 }
 
 #: Width of a full-width figure in inches; heights are chosen per figure.
-WIDTH = 9.0
+WIDTH = 8.0
 
 RC: dict[str, Any] = {
     "figure.dpi": 100,
@@ -79,12 +79,12 @@ RC: dict[str, Any] = {
     "figure.facecolor": "white",
     "savefig.facecolor": "white",
     "figure.constrained_layout.use": True,
-    "font.size": 10,
-    "axes.titlesize": 11,
-    "axes.labelsize": 10,
-    "legend.fontsize": 9,
-    "xtick.labelsize": 9,
-    "ytick.labelsize": 9,
+    "font.size": 11,
+    "axes.titlesize": 11.5,
+    "axes.labelsize": 11,
+    "legend.fontsize": 9.5,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
     "axes.prop_cycle": cycler(color=list(PALETTE.values())),
     "axes.spines.top": False,
     "axes.spines.right": False,

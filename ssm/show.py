@@ -24,27 +24,36 @@ class Source:
         self.origin = origin
 
     def _repr_markdown_(self) -> str:
-        return f"`{self.origin}`\n\n```python\n{self.code}\n```\n"
+        return f"{self.origin}\n\n```python\n{self.code}\n```\n"
 
     def __repr__(self) -> str:
-        return f"# {self.origin}\n{self.code}"
+        return f"# {self.origin.replace('`', '')}\n{self.code}"
 
     def __str__(self) -> str:
         return self.code
 
 
-def _origin(obj: Any) -> str:
-    """``module.qualname`` plus the file relative to the repository (never an absolute path)."""
+def _origin(obj: Any) -> tuple[str, str]:
+    """``(file relative to the repository, qualified name)``; never an absolute path."""
     target = inspect.unwrap(obj)
-    name = f"{target.__module__}.{getattr(target, '__qualname__', target.__name__)}"
-    if inspect.ismodule(target):
-        name = target.__name__
+    name = target.__name__ if inspect.ismodule(target) else target.__qualname__
     try:
         path = Path(inspect.getsourcefile(target) or "").resolve()
         rel = path.relative_to(_PACKAGE_ROOT).as_posix()
     except (TypeError, ValueError):
-        return name
-    return f"{name} — {rel}"
+        rel = getattr(inspect.getmodule(target), "__name__", "?")
+    return rel, name
+
+
+def _describe(origins: list[tuple[str, str]]) -> str:
+    """``From `ssm/a.py`: `f`, `g`; from `ssm/b.py`: `h` ``, files in order of appearance."""
+    by_file: dict[str, list[str]] = {}
+    for rel, name in origins:
+        by_file.setdefault(rel, []).append(name)
+    parts = [
+        f"`{rel}`: " + ", ".join(f"`{n}`" for n in names) for rel, names in by_file.items()
+    ]
+    return "From " + "; from ".join(parts)
 
 
 def _strip_docstring(code: str) -> str:
@@ -115,4 +124,4 @@ def show_source(*objs: Any, docstring: bool = True) -> Source:
             code = _strip_docstring(code)
         blocks.append(code.rstrip())
         origins.append(_origin(obj))
-    return Source("\n\n\n".join(blocks), "; ".join(origins))
+    return Source("\n\n\n".join(blocks), _describe(origins))

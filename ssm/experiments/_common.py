@@ -43,6 +43,13 @@ def device(config: dict[str, Any]) -> torch.device:
     return torch.device(name)
 
 
+def describe(dev: torch.device) -> str:
+    """A readable name of the device timings were taken on, for figure titles."""
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
 def progress(
     items: Iterable[T], config: dict[str, Any], desc: str, *, enabled: bool | None = None
 ) -> Iterator[T]:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import platform
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,9 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO_ROOT / "data" / "results"
+# Where stored results are read from when the package is installed without the repository
+# (e.g. on Colab): the same file in the public repository.
+RESULTS_URL = "https://raw.githubusercontent.com/ssm-companion/ssm-companion/main/data/results"
 PROVENANCE_KEYS = ("commit", "device", "torch", "date", "config_hash", "wall_time_s")
 
 
@@ -50,6 +56,12 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def _commit() -> str:
+    """The checked-out commit (``+dirty`` with uncommitted changes to tracked files).
+
+    ``SSM_COMMIT`` overrides it, for runs on a copy of the tree that has no ``.git``.
+    """
+    if os.environ.get("SSM_COMMIT"):
+        return os.environ["SSM_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -120,3 +132,30 @@ def load(name: str, out_dir: Path | str | None = None) -> dict[str, Any]:
             f"no stored result {path.name}; run `python -m ssm.experiments {name} --profile full`"
         )
     return json.loads(path.read_text())
+
+
+def stored(name: str) -> dict[str, Any] | None:
+    """The stored full-profile record of ``name``, or ``None`` where there is none.
+
+    Read from ``data/results`` of the repository; where the package is installed without it,
+    from the public repository over the network (``None`` when offline).
+    """
+    try:
+        return load(name)
+    except FileNotFoundError:
+        pass
+    try:
+        with urllib.request.urlopen(f"{RESULTS_URL}/{name}.json", timeout=10) as response:
+            return json.loads(response.read().decode())
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One line saying where a stored result comes from, for a figure's caption."""
+    p = record["provenance"]
+    return (
+        f"{record['experiment']}, {record['profile']} profile: {p['device']}, "
+        f"torch {p['torch']}, commit {p['commit'][:10]}, {p['date'][:10]}, "
+        f"config {p['config_hash']}, {p['wall_time_s']:.0f} s"
+    )

@@ -23,7 +23,7 @@ import torch
 import ssm
 
 from .. import plotting
-from ._common import check_profile, device, progress, seed_everything, time_call
+from ._common import check_profile, describe, device, progress, seed_everything, time_call
 
 
 def config(profile: str = "ci") -> dict[str, Any]:
@@ -100,7 +100,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         "timings_L": timings_for([(N, n) for n in cfg["lengths"]], "lengths"),
         "sizes": list(cfg["sizes"]),
         "timings_N": timings_for([(n, L) for n in cfg["sizes"]], "state sizes"),
-        "device": str(dev),
+        "device": describe(dev),
     }
 
 
@@ -189,9 +189,10 @@ def plot_timings(results: dict[str, Any]):
             label="S4: Cauchy + Woodbury + iFFT",
         )
         ax.set_xscale("log", base=2)
-        plotting.label(ax, xlabel, "wall time (s)", title, legend="upper left")
+        plotting.label(ax, xlabel, "wall time (s)", title)
     plotting.panel_letters([ax_l, ax_n])
-    fig.suptitle(f"Cost of one kernel on {results['device']}", fontsize=10)
+    fig.suptitle(f"Cost of one kernel on {results['device']}", fontsize=11)
+    plotting.figure_legend(fig, ax_l)
     return fig
 
 

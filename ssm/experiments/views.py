@@ -17,7 +17,7 @@ import torch
 import ssm
 
 from .. import plotting
-from ._common import check_profile, device, progress, seed_everything, time_call
+from ._common import check_profile, describe, device, progress, seed_everything, time_call
 
 
 def config(profile: str = "ci") -> dict[str, Any]:
@@ -77,7 +77,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         "kernel": K[0, :show].cpu().numpy(),
         "lengths": list(cfg["lengths"]),
         "timings": timings,
-        "device": str(dev),
+        "device": describe(dev),
     }
 
 
@@ -108,7 +108,7 @@ def plot_timings(results: dict[str, Any]):
     """Wall time of each view against ``L`` (log-log), with ``L`` and ``L log L`` guides."""
     Ls = np.asarray(results["lengths"], dtype=float)
     t = results["timings"]
-    fig, ax = plotting.subplots(1, 1, width=6.0, height=3.8)
+    fig, ax = plotting.subplots(1, 1, width=6.5, height=4.6)
     styles = {
         "recurrence": ("recurrence (sequential, $O(N^2 L)$)", plotting.COLORS["recurrent"]),
         "ssm_kernel": ("power-series kernel $\\bar K$ ($O(N^2 L)$)", plotting.COLORS["naive"]),
@@ -134,8 +134,8 @@ def plot_timings(results: dict[str, Any]):
         "sequence length $L$",
         "wall time (s, best of repeats)",
         f"Cost of the two views on {results['device']}",
-        legend="upper left",
     )
+    plotting.figure_legend(fig, ax, ncol=2)
     return fig
 
 
