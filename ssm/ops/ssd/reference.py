@@ -43,11 +43,12 @@ def step_sizes(dt: torch.Tensor, dt_bias: torch.Tensor | None, dt_softplus: bool
 def skip_and_gate(
     y: torch.Tensor, x: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None
 ) -> torch.Tensor:
-    """``(y + D x) · silu(z)``: the skip connection, then the gate. y, x, z: ``(..., H, P)``."""
+    """``(y + D x) · silu(z)``: the skip connection, then the gate, in the dtype of ``y``.
+    y, x, z: ``(..., H, P)``."""
     if D is not None:
-        y = y + x * (D[:, None] if D.ndim == 1 else D)  # (..., H, P)
+        y = y + x * (D[:, None] if D.ndim == 1 else D).to(y.dtype)  # (..., H, P)
     if z is not None:
-        y = y * F.silu(z)
+        y = y * F.silu(z.to(y.dtype))
     return y
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 import triton
+from triton.runtime.errors import OutOfResources
 
 from .triton_bwd import chunk_bwd_dbc_kernel, chunk_bwd_dx_kernel, state_passing_bwd_kernel
 from .triton_fwd import (
@@ -34,6 +35,23 @@ from .triton_fwd import (
 )
 
 STATE_BLOCK = 1024  # elements of the (P·N) state per program of the scans over chunks
+STAGES = (3, 2, 1)  # software-pipelining depths to try, deepest first
+_stages_that_fit: dict[tuple, int] = {}
+
+
+def _launch(kernel, grid, *args, **meta) -> None:
+    """Launch ``kernel`` with the deepest pipelining whose tiles fit in shared memory (float32
+    tiles take twice the room of bf16 ones); remembers the depth per kernel and dtype."""
+    key = (kernel.fn.__name__, args[0].dtype, tuple(sorted(meta.items())))
+    for stages in STAGES if key not in _stages_that_fit else (_stages_that_fit[key],):
+        try:
+            kernel[grid](*args, num_stages=stages, **meta)
+        except OutOfResources:
+            if stages == STAGES[-1]:
+                raise
+            continue
+        _stages_that_fit[key] = stages
+        return
 
 
 def _pow2(n: int, least: int = 16) -> int:
@@ -69,7 +87,8 @@ def _chunk_outer(s: _Sizes, u, v, dt, a, to_end: bool) -> torch.Tensor:
     """``(B, K, H, P, N)`` float32: chunk states (``to_end``) or gradients of entering states."""
     out = torch.empty(s.batch, s.K, s.H, s.P, s.N, device=u.device, dtype=torch.float32)
     tiles = triton.cdiv(s.P, s.tile_p) * triton.cdiv(s.N, s.tile_n)
-    chunk_outer_kernel[(s.batch * s.K, s.H, tiles)](
+    _launch(
+        chunk_outer_kernel, (s.batch * s.K, s.H, tiles),
         u, v, dt, a, out, s.L, s.H, s.G, s.P, s.N, s.Q, s.K,
         TO_END=to_end, BLOCK_P=s.tile_p, BLOCK_N=s.tile_n, BLOCK_K=s.block_m,
     )  # fmt: skip
@@ -94,7 +113,8 @@ def _forward(x, dt_in, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_so
     )  # fmt: skip
     out = torch.empty_like(x)
     ungated = torch.empty_like(x) if keep and z is not None else None  # y + D x
-    chunk_scan_fwd_kernel[s.chunk_grid(s.H)](
+    _launch(
+        chunk_scan_fwd_kernel, s.chunk_grid(s.H),
         x, z if z is not None else x, B, C, D if D is not None else A, dt, a, prev, out,
         ungated if ungated is not None else out,
         *s.sizes(),
@@ -143,7 +163,8 @@ def _backward(ctx, dout, dfinal):
     dweight = torch.empty_like(dt)
     grid = s.chunk_grid(s.H)
     dintra = torch.zeros(s.batch, s.H, s.K, grid[2], s.Q, device=dev, dtype=f32)
-    chunk_bwd_dx_kernel[grid](
+    _launch(
+        chunk_bwd_dx_kernel, grid,
         x, dy, B, C, D if D is not None else A, dt, a, dstates, dx, ddt, dweight, dintra,
         *s.sizes(),
         HAS_D=D is not None, D_PER_DIM=D is not None and D.ndim == 2,
@@ -153,7 +174,8 @@ def _backward(ctx, dout, dfinal):
     dC = torch.empty(C.shape, device=dev, dtype=f32)
     dout_decay = torch.empty_like(dt)
     for for_b, other, st, grad in ((True, C, dstates, dB), (False, B, prev, dC)):
-        chunk_bwd_dbc_kernel[s.chunk_grid(s.G)](
+        _launch(
+            chunk_bwd_dbc_kernel, s.chunk_grid(s.G),
             x, dy, other, dt, a, st, grad, C, dout_decay, *s.sizes(),
             FOR_B=for_b,
             BLOCK_M=s.block_m, BLOCK_K=s.block_m, BLOCK_P=s.block_p, BLOCK_N=s.block_n,

@@ -1,0 +1,302 @@
+"""Check the Triton SSD (Mamba-2) kernels at real size on a GPU, then time them.
+
+    PYTHONPATH=. python3 benchmarks/check_ssd.py --out "$OUT" [--commit SHA]
+
+Correctness, for float32 and bfloat16 inputs of Mamba-2's shapes (batch 8, L 4096, 64 heads of
+64, N 128, one group, chunk 256, with D, z, dt_bias, softplus, initial and final states): the
+Triton path and the PyTorch chunked reference (which computes in float32) are both compared with
+the reference run in float64 on the same inputs, on the output, the final state and the
+gradients of every input. The kernels pass where their relative error ``‖x − x64‖ / ‖x64‖`` is
+at most twice the reference's own, or under the dtype's floor: float32 1e-5 (sums of a few
+thousand terms), bfloat16 3·2^-8 (the kernels round both operands of their matrix products to
+bf16, 2^-8 relative each at most, and write bf16 results, 2^-8 more). Inputs are fresh random
+numbers in Mamba-2's initialization ranges, and every ``torch.empty`` is filled with NaN while
+the kernels run, so an element they never write shows up. The backward pass is also run twice
+in deterministic mode and compared bit for bit, and the decode step is checked.
+
+Timing (``triton.testing.do_bench``, median, milliseconds): forward and forward+backward of the
+Triton path and of the reference, and the decode step.
+
+Writes ``ssd.json`` under ``--out`` after every phase (a phase that raises records its error and
+the rest still run), and prints a summary last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import platform
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import torch
+import triton
+from triton.testing import do_bench
+
+from ssm.ops.ssd import ssd, ssd_state_update
+
+DEVICE = "cuda"
+FLOOR = {torch.float32: 1e-5, torch.bfloat16: 3 * 2**-8}
+
+
+def mamba2_inputs(batch, length, heads, headdim, groups, nstate, dtype, seed):
+    """Activations (x, dt, B, C, z) in ``dtype``; parameters in float32 as Mamba-2 initializes
+    them: ``A = -U(1, 16)``, ``softplus(dt_bias)`` log-uniform in [1e-3, 1e-1], ``D`` near 1."""
+    gen = torch.Generator(device=DEVICE).manual_seed(seed)
+
+    def randn(*shape, dtype=dtype, scale=1.0):
+        return (scale * torch.randn(*shape, generator=gen, device=DEVICE)).to(dtype)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen, device=DEVICE)
+
+    dt = torch.exp(rand(heads) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+    return {
+        "x": randn(batch, length, heads, headdim),
+        "dt": randn(batch, length, heads, scale=0.5),
+        "A": -(1 + 15 * rand(heads)),
+        "B": randn(batch, length, groups, nstate),
+        "C": randn(batch, length, groups, nstate),
+        "D": 1 + randn(heads, dtype=torch.float32, scale=0.1),
+        "z": randn(batch, length, heads, headdim),
+        "dt_bias": dt + torch.log(-torch.expm1(-dt)),  # inverse softplus
+        "initial_states": randn(batch, heads, headdim, nstate, dtype=torch.float32),
+    }
+
+
+@contextlib.contextmanager
+def poisoned_empty():
+    empty, empty_like = torch.empty, torch.empty_like
+
+    def poison(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    torch.empty = lambda *a, **k: poison(empty(*a, **k))
+    torch.empty_like = lambda *a, **k: poison(empty_like(*a, **k))
+    try:
+        yield
+    finally:
+        torch.empty, torch.empty_like = empty, empty_like
+
+
+def forward_backward(backend, inputs, chunk_size, cotangents):
+    """Output, final state and the gradients of every input, as a dict of tensors."""
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
+    out, final = ssd(
+        **leaves, chunk_size=chunk_size, dt_softplus=True, return_final_states=True,
+        backend=backend,
+    )  # fmt: skip
+    grads = torch.autograd.grad((out, final), list(leaves.values()), cotangents)
+    return {"out": out, "final_states": final} | {
+        f"d{k}": g for k, g in zip(leaves, grads, strict=True)
+    }
+
+
+def rel_err(x, truth):
+    x, truth = x.double(), truth.double()
+    if not x.isfinite().all():
+        return float("nan")
+    return ((x - truth).norm() / truth.norm()).item()
+
+
+def check(dtype, sizes, chunk_size, seed):
+    """Errors of the kernels and of the reference against float64, per output and gradient."""
+    inputs = mamba2_inputs(*sizes, dtype, seed)
+    gen = torch.Generator(device=DEVICE).manual_seed(seed + 100)
+    batch, length, heads, headdim, _, nstate = sizes
+    cotangents = (
+        torch.randn(batch, length, heads, headdim, generator=gen, device=DEVICE).to(dtype),
+        torch.randn(batch, heads, headdim, nstate, generator=gen, device=DEVICE),
+    )
+    with poisoned_empty():
+        got = forward_backward("triton", inputs, chunk_size, cotangents)
+    ref = forward_backward("reference", inputs, chunk_size, cotangents)
+    torch.cuda.empty_cache()
+    inputs64 = {k: v.double() for k, v in inputs.items()}
+    truth = forward_backward("reference", inputs64, chunk_size, [c.double() for c in cotangents])
+    rows = {}
+    for name, exact in truth.items():
+        err_kernel, err_ref = rel_err(got[name], exact), rel_err(ref[name], exact)
+        bound = max(2 * err_ref, FLOOR[dtype])
+        rows[name] = {
+            "triton": err_kernel,
+            "reference_fp32": err_ref,
+            "bound": bound,
+            "ok": err_kernel <= bound,  # False for NaN
+        }
+    del got, ref, truth
+    torch.cuda.empty_cache()
+    return rows
+
+
+def deterministic(sizes, chunk_size, seed):
+    """The bf16 forward and backward twice in deterministic mode: bitwise equal?"""
+    inputs = mamba2_inputs(*sizes, torch.bfloat16, seed)
+    batch, length, heads, headdim, _, nstate = sizes
+    cotangents = (
+        torch.randn(batch, length, heads, headdim, device=DEVICE).bfloat16(),
+        torch.randn(batch, heads, headdim, nstate, device=DEVICE),
+    )
+    torch.use_deterministic_algorithms(True)
+    try:
+        first = forward_backward("triton", inputs, chunk_size, cotangents)
+        second = forward_backward("triton", inputs, chunk_size, cotangents)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    return {name: torch.equal(first[name], second[name]) for name in first}
+
+
+def bench(fn, slow=False):
+    if slow:  # the reference: a few runs are enough
+        return do_bench(fn, warmup=10, rep=200, return_mode="median")
+    return do_bench(fn, warmup=50, rep=300, return_mode="median")
+
+
+def timings(dtype, sizes, chunk_size, seed):
+    inputs = mamba2_inputs(*sizes, dtype, seed)
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
+    dout = torch.randn_like(inputs["x"])
+    result = {}
+    for backend in ("triton", "reference"):
+        kwargs = {"chunk_size": chunk_size, "dt_softplus": True, "backend": backend}
+
+        def fwd(kwargs=kwargs):
+            with torch.no_grad():
+                return ssd(**inputs, **kwargs)
+
+        def fwd_bwd(kwargs=kwargs):
+            return torch.autograd.grad(ssd(**leaves, **kwargs), list(leaves.values()), dout)
+
+        slow = backend == "reference"
+        torch.cuda.reset_peak_memory_stats()
+        fwd_bwd()
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        result[backend] = {
+            "fwd_ms": bench(fwd, slow),
+            "fwd_bwd_ms": bench(fwd_bwd, slow),
+            "fwd_bwd_peak_GiB": round(peak, 2),
+        }
+    return result
+
+
+def decode_step(sizes, seed):
+    """The decode kernel on one token of a (batch, H, P, N) state: error and time."""
+    batch, _, heads, headdim, groups, nstate = sizes
+    x = mamba2_inputs(batch, 1, heads, headdim, groups, nstate, torch.bfloat16, seed)
+    args = [x["x"][:, 0], x["dt"][:, 0], x["A"], x["B"][:, 0], x["C"][:, 0]]
+    args += [x["D"], x["z"][:, 0], x["dt_bias"]]
+    state = x["initial_states"]
+    s_ref, s_got = state.double(), state.clone()
+    with poisoned_empty():
+        y = ssd_state_update(s_got, *args, dt_softplus=True, backend="triton")
+    y_ref = ssd_state_update(
+        s_ref, *[a.double() for a in args], dt_softplus=True, backend="reference"
+    )
+    result = {"y_rel_err": rel_err(y, y_ref), "state_rel_err": rel_err(s_got, s_ref)}
+    for backend in ("triton", "reference"):
+        result[f"{backend}_ms"] = bench(
+            lambda backend=backend: ssd_state_update(
+                state, *args, dt_softplus=True, backend=backend
+            )
+        )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=".")
+    parser.add_argument("--commit", default="unknown")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--length", type=int, default=4096)
+    parser.add_argument("--heads", type=int, default=64)
+    parser.add_argument("--headdim", type=int, default=64)
+    parser.add_argument("--groups", type=int, default=1)
+    parser.add_argument("--dstate", type=int, default=128)
+    parser.add_argument("--chunk-size", type=int, default=256)
+    args = parser.parse_args()
+    start = time.monotonic()
+    sizes = (args.batch, args.length, args.heads, args.headdim, args.groups, args.dstate)
+    path = Path(args.out, "ssd.json")
+    report: dict[str, object] = {
+        "what": "ssm.ops.ssd: Triton kernels vs PyTorch chunked reference",
+        "commit": args.commit,
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "sizes": dict(
+            zip(("batch", "length", "heads", "headdim", "groups", "dstate"), sizes, strict=True)
+        ),
+        "chunk_size": args.chunk_size,
+        "options": "D (H,), z, dt_bias, dt_softplus=True, initial_states, return_final_states",
+    }
+
+    def phase(key, fn, *fn_args):
+        try:
+            report[key] = fn(*fn_args)
+        except Exception:  # record it and go on with the next phase
+            report[key] = {"error": traceback.format_exc()[-3000:]}
+        report["wall_s"] = round(time.monotonic() - start, 1)
+        path.write_text(json.dumps(report, indent=1))
+        print(f"[{report['wall_s']:.0f}s] {key}: {json.dumps(report[key])[:600]}", flush=True)
+
+    def auto_backend():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            small = mamba2_inputs(1, 16, 2, 16, 1, 16, torch.float32, 0)
+            ssd(**small, chunk_size=16, backend="auto")
+            state = small.pop("initial_states")
+            step = {k: v[:, 0] if v.ndim > 2 else v for k, v in small.items()}
+            ssd_state_update(state, **step, backend="auto")
+        return [str(w.message) for w in caught]  # [] = the probes passed
+
+    phase("auto_backend_warnings", auto_backend)
+    q = args.chunk_size
+    phase("check_bf16", check, torch.bfloat16, sizes, q, 1)
+    phase("check_fp32", check, torch.float32, sizes, q, 2)
+    phase("deterministic_bf16", deterministic, sizes, q, 3)
+    phase("decode_step", decode_step, sizes, 4)
+    phase("time_bf16", timings, torch.bfloat16, sizes, q, 5)
+    phase("time_fp32", timings, torch.float32, sizes, q, 6)
+
+    print("\nerrors (relative to float64; ok = within max(2x reference, floor)):")
+    all_ok = True
+    for name in ("bf16", "fp32"):
+        rows = report[f"check_{name}"]
+        if "error" in rows:
+            print(f"  {name}: ERROR\n{rows['error']}")
+            all_ok = False
+            continue
+        for key, row in rows.items():
+            all_ok &= row["ok"]
+            verdict = "ok" if row["ok"] else "FAIL"
+            print(
+                f"  {name} {key:16s} triton {row['triton']:.2e}  "
+                f"ref {row['reference_fp32']:.2e}  {verdict}"
+            )
+    same = report["deterministic_bf16"]
+    all_ok &= "error" not in same and all(same.values())
+    print(f"  deterministic: {same}")
+    print(f"  decode: {report['decode_step']}")
+    for name in ("bf16", "fp32"):
+        t = report[f"time_{name}"]
+        if "error" in t:
+            print(f"  time {name}: ERROR\n{t['error']}")
+            continue
+        tri, ref = t["triton"], t["reference"]
+        print(
+            f"  {name}: triton fwd {tri['fwd_ms']:.3f} ms, fwd+bwd {tri['fwd_bwd_ms']:.3f} ms "
+            f"({tri['fwd_bwd_peak_GiB']} GiB); reference fwd {ref['fwd_ms']:.2f} ms, "
+            f"fwd+bwd {ref['fwd_bwd_ms']:.2f} ms ({ref['fwd_bwd_peak_GiB']} GiB)"
+        )
+    print("ALL OK" if all_ok else "SOME CHECKS FAILED")
+
+
+if __name__ == "__main__":
+    main()
