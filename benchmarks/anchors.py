@@ -114,3 +114,36 @@ def import_mambapy_pscan():
     except Exception as err:  # reported by the caller
         return err
     return pscan
+
+
+def build_s4_structured_kernels(src: Path, build_dir: Path) -> tuple[types.ModuleType, float]:
+    """Compile the S4 authors' CUDA Cauchy and Vandermonde kernels (``structured_kernels``,
+    from their repository's ``extensions/kernels``: ``cauchy.cpp``, ``cauchy_cuda.cu``,
+    ``map.h``) for the local GPU. Their ``THC`` include predates PyTorch 1.11 and is mapped to
+    its ATen successor in a patched copy. Returns the module and the build time in seconds."""
+    import torch
+    from torch.utils.cpp_extension import load
+
+    patched = build_dir / "src"
+    patched.mkdir(parents=True, exist_ok=True)
+    for name in ("cauchy.cpp", "cauchy_cuda.cu", "map.h"):
+        text = (src / name).read_text()
+        text = text.replace("<THC/THCAtomics.cuh>", "<ATen/cuda/Atomic.cuh>")
+        (patched / name).write_text(text)
+    major, minor = torch.cuda.get_device_capability()
+    arch = f"{major}{minor}"
+    start = time.perf_counter()
+    module = load(
+        name="structured_kernels",
+        sources=[str(patched / "cauchy.cpp"), str(patched / "cauchy_cuda.cu")],
+        extra_include_paths=[str(patched)],
+        extra_cflags=["-O3"],
+        extra_cuda_cflags=[
+            "-O2",
+            "--use_fast_math",
+            f"-gencode=arch=compute_{arch},code=sm_{arch}",
+        ],
+        build_directory=str(build_dir),
+        verbose=False,
+    )
+    return module, time.perf_counter() - start
