@@ -50,6 +50,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 COLAB = "https://colab.research.google.com/github/ssm-companion/ssm-companion/blob/main/"
+TIMEOUT_MS = 120_000
 SKIP_DIRS = {"_static", "_sources", "_images", "vendor"}
 ERROR_TEXT = re.compile(
     r"Traceback|(^|\s)[A-Za-z_.]*(Error|Exception)(:|$)|(^|\s)Error\b", re.MULTILINE
@@ -180,6 +181,9 @@ def browser_context(tmp_path_factory):
             viewport={"width": 1280, "height": 900},
             service_workers="block",
         )
+        # Generous: CI has 2 shared cores, and a chapter page can weigh megabytes (animations).
+        context.set_default_timeout(TIMEOUT_MS)
+        context.set_default_navigation_timeout(TIMEOUT_MS)
         yield context
         context.close()
 
@@ -281,9 +285,7 @@ def check_math(tab, page: str, base_url: str) -> list[str]:
     problems = [f"TeX left untypeset in the text: {m!r}" for m in set(RAW_TEX.findall(raw))]
     if n_math == 0:
         return problems
-    tab.wait_for_function(
-        "() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=20_000
-    )
+    tab.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
     tab.evaluate("() => MathJax.startup.promise")
     untypeset = tab.evaluate(
         "() => Array.from(document.querySelectorAll('.math'))"
@@ -307,7 +309,7 @@ def check_images(tab, page: str, base_url: str) -> list[str]:
         imgs.forEach(i => { i.loading = 'eager'; });
         await Promise.all(imgs.map(i => i.complete ? null : new Promise(r => {
             i.addEventListener('load', r); i.addEventListener('error', r);
-            setTimeout(r, 10000);
+            setTimeout(r, 60000);
         })));
         return imgs.filter(i => !(i.complete && i.naturalWidth > 0))
                    .map(i => i.getAttribute('src'));
@@ -383,7 +385,7 @@ def check_widgets(tab, page: str, base_url: str) -> list[str]:
         return ["the notebook saved widget state but the page does not embed it"]
     n_views = tab.locator('script[type="application/vnd.jupyter.widget-view+json"]').count()
     try:
-        tab.wait_for_selector(".jupyter-widgets", timeout=20_000)
+        tab.wait_for_selector(".jupyter-widgets")
     except Exception:
         return [f"{n_views} widget view(s) on the page but no widget rendered (.jupyter-widgets)"]
     tab.wait_for_load_state("networkidle")
