@@ -50,9 +50,7 @@ def _describe(origins: list[tuple[str, str]]) -> str:
     by_file: dict[str, list[str]] = {}
     for rel, name in origins:
         by_file.setdefault(rel, []).append(name)
-    parts = [
-        f"`{rel}`: " + ", ".join(f"`{n}`" for n in names) for rel, names in by_file.items()
-    ]
+    parts = [f"`{rel}`: " + ", ".join(f"`{n}`" for n in names) for rel, names in by_file.items()]
     return "From " + "; from ".join(parts)
 
 

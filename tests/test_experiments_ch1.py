@@ -30,7 +30,14 @@ from ssm.experiments import (
     s4_kernel,
     views,
 )
-from ssm.experiments._results import PROVENANCE_KEYS, REPO_ROOT, config_hash, to_jsonable
+from ssm.experiments._results import (
+    PROVENANCE_KEYS,
+    REPO_ROOT,
+    config_hash,
+    describe,
+    load,
+    to_jsonable,
+)
 from ssm.show import show_source
 
 CH1 = ["discretization", "views", "hippo_memory", "s4_kernel", "kernel_explorer"]
@@ -335,3 +342,20 @@ def test_png_output_is_compact_and_valid():
     raw = __import__("io").BytesIO()
     fig.savefig(raw, format="png", bbox_inches="tight")
     assert len(data) < len(raw.getvalue())
+
+
+@pytest.mark.parametrize("name", ["views", "s4_kernel"])
+def test_stored_full_results_match_the_current_full_config(name):
+    """The chapter plots these stored GPU runs: they must come from today's full config."""
+    record = load(name)
+    assert record["profile"] == "full"
+    assert set(PROVENANCE_KEYS) <= set(record["provenance"])
+    assert record["provenance"]["config_hash"] == config_hash(get(name).config("full")), (
+        f"data/results/{name}.json is stale: rerun `python -m ssm.experiments {name} "
+        "--profile full` on a GPU"
+    )
+    assert record["provenance"]["device"].startswith("cuda")
+    assert describe(record).startswith(f"{name}, full profile")
+    # the stored results plot like live ones
+    plot = views.plot_timings if name == "views" else s4_kernel.plot_timings
+    assert isinstance(plot(record["results"]), Figure)

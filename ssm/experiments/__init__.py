@@ -8,7 +8,8 @@ Each experiment module ``ssm.experiments.NAME`` has
 - ``plot(results) -> matplotlib.figure.Figure`` (some modules have more than one plot function).
 
 ``python -m ssm.experiments NAME --profile full`` runs one and writes ``data/results/NAME.json``
-with provenance (see :mod:`ssm.experiments._results`).
+with provenance (see :mod:`ssm.experiments._results`); :func:`stored` reads such a record back
+and :func:`describe` says in one line where it comes from.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from types import ModuleType
+
+from ._results import describe, stored
+
+__all__ = ["PROFILES", "available", "describe", "get", "stored"]
 
 PROFILES = ("ci", "full")
 

@@ -267,7 +267,7 @@ def plot_convergence(results: dict[str, Any]):
                 fontsize=8.5,
             )
         plotting.label(ax, "step $\\Delta$", None, INPUT_TITLES[kind])
-    axes[0].set_ylabel("max error $\\max_k |y_k - y(t_k)|$")
+    axes[0].set_ylabel("largest error $|y_k - y(t_k)|$")
     axes[0].set_ylim(1e-17, 30)
     plotting.panel_letters(axes)
     plotting.figure_legend(fig, axes[0])

@@ -108,7 +108,7 @@ def plot(results: dict[str, Any]):
             lw=1.4,
             label="memory $x(1)$, decoded",
         )
-        plotting.label(ax, "time $s$", None, f"$N = {N}$, RMSE {results['rmse'][N]:.3f}")
+        plotting.label(ax, "time $s$", None, f"$N = {N}$\nRMSE {results['rmse'][N]:.3f}")
     np.ravel(axes)[0].set_ylabel("value")
     plotting.panel_letters(axes)
     plotting.figure_legend(fig, np.ravel(axes)[0])

@@ -121,7 +121,7 @@ def plot_kernels(results: dict[str, Any]):
     ax.plot(lags, Ks, color=plotting.COLORS["s4"], lw=1.2, ls="--", label="S4 algorithm")
     plotting.label(
         ax,
-        "lag $\\ell$",
+        "lag $\\ell$ (log scale)",
         "$\\bar K_\\ell$",
         f"HiPPO-LegS kernel, $N = {results['N']}$, $\\Delta = {results['dt']:g}$",
         legend="upper right",
