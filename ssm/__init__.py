@@ -7,12 +7,19 @@ Functional core (float64-exact references):
   recurrent views of a discrete SSM;
 - :func:`ssm.s4_kernel`, :func:`ssm.s4d_kernel` — structured kernels;
 - :mod:`ssm.hippo` — HiPPO operators and their normal-plus-low-rank form.
+
+Accelerated ops (a PyTorch reference and a Triton kernel each, chosen per call by
+:mod:`ssm.ops.dispatch`): :func:`ssm.selective_scan` and :func:`ssm.selective_state_update`
+(Mamba), :func:`ssm.ssd` and :func:`ssm.ssd_state_update` (Mamba-2), and in :mod:`ssm.ops` the
+Vandermonde and Cauchy kernels, the long convolution and the S4D decoding step.
 """
 
 from . import hippo
 from .conv import causal_conv, fft_conv
 from .discretize import discretize
 from .kernels import s4_kernel, s4d_kernel, ssm_kernel
+from .ops.selective_scan import selective_scan, selective_state_update
+from .ops.ssd import ssd, ssd_state_update
 from .scan import recurrence
 
 __all__ = [
@@ -23,6 +30,10 @@ __all__ = [
     "recurrence",
     "s4_kernel",
     "s4d_kernel",
+    "selective_scan",
+    "selective_state_update",
+    "ssd",
+    "ssd_state_update",
     "ssm_kernel",
 ]
 __version__ = "0.1.0"
