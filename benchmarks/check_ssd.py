@@ -15,7 +15,8 @@ the kernels run, so an element they never write shows up. The backward pass is a
 in deterministic mode and compared bit for bit, and the decode step is checked.
 
 Timing (``triton.testing.do_bench``, median, milliseconds): forward and forward+backward of the
-Triton path and of the reference, and the decode step.
+Triton path and of the reference, and the decode step; the GPU time of each kernel in one bf16
+forward+backward (``torch.profiler``); and a small sweep of the kernels' tuning knobs.
 
 Writes ``ssd.json`` under ``--out`` after every phase (a phase that raises records its error and
 the rest still run), and prints a summary last.
@@ -38,6 +39,7 @@ import triton
 from triton.testing import do_bench
 
 from ssm.ops.ssd import ssd, ssd_state_update
+from ssm.ops.ssd import triton as kernels
 
 DEVICE = "cuda"
 FLOOR = {torch.float32: 1e-5, torch.bfloat16: 3 * 2**-8}
@@ -183,6 +185,68 @@ def timings(dtype, sizes, chunk_size, seed):
     return result
 
 
+def profile(sizes, chunk_size, seed):
+    """GPU milliseconds per kernel (summed over calls) in one bf16 forward+backward."""
+    inputs = mamba2_inputs(*sizes, torch.bfloat16, seed)
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
+    dout = torch.randn_like(inputs["x"])
+
+    def fwd_bwd():
+        out = ssd(**leaves, chunk_size=chunk_size, dt_softplus=True, backend="triton")
+        return torch.autograd.grad(out, list(leaves.values()), dout)
+
+    fwd_bwd()
+    torch.cuda.synchronize()
+    activities = [torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        fwd_bwd()
+        torch.cuda.synchronize()
+    rows = []
+    for event in prof.key_averages():
+        us = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+        if us > 0:
+            rows.append({"kernel": event.key[:80], "ms": round(us / 1e3, 3), "calls": event.count})
+    return sorted(rows, key=lambda r: -r["ms"])[:25]
+
+
+KNOBS = ("BLOCK_M_MAX", "NUM_WARPS", "HEADS_PER_PROGRAM")
+SWEEP = [(64, 4, 8), (64, 8, 8), (128, 8, 8), (32, 4, 8), (64, 4, 16)]
+
+
+def sweep(sizes, chunk_size, seed, deadline):
+    """bf16 forward and forward+backward for a few settings of the knobs, until ``deadline``."""
+    inputs = mamba2_inputs(*sizes, torch.bfloat16, seed)
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
+    dout = torch.randn_like(inputs["x"])
+    kwargs = {"chunk_size": chunk_size, "dt_softplus": True, "backend": "triton"}
+    saved = tuple(getattr(kernels, k) for k in KNOBS)
+    rows = []
+    try:
+        for config in SWEEP:
+            if time.monotonic() > deadline:
+                break
+            for knob, value in zip(KNOBS, config, strict=True):
+                setattr(kernels, knob, value)
+
+            def fwd():
+                with torch.no_grad():
+                    return ssd(**inputs, **kwargs)
+
+            def fwd_bwd():
+                return torch.autograd.grad(ssd(**leaves, **kwargs), list(leaves.values()), dout)
+
+            row = {"config": dict(zip(KNOBS, config, strict=True))}
+            try:
+                row |= {"fwd_ms": bench(fwd), "fwd_bwd_ms": bench(fwd_bwd)}
+            except Exception as err:  # a setting that does not compile: record it
+                row["error"] = f"{type(err).__name__}: {err}"[:300]
+            rows.append(row)
+    finally:
+        for knob, value in zip(KNOBS, saved, strict=True):
+            setattr(kernels, knob, value)
+    return rows
+
+
 def decode_step(sizes, seed):
     """The decode kernel on one token of a (batch, H, P, N) state: error and time."""
     batch, _, heads, headdim, groups, nstate = sizes
@@ -217,6 +281,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=1)
     parser.add_argument("--dstate", type=int, default=128)
     parser.add_argument("--chunk-size", type=int, default=256)
+    parser.add_argument("--budget-s", type=float, default=230, help="skip sweep steps past this")
     args = parser.parse_args()
     start = time.monotonic()
     sizes = (args.batch, args.length, args.heads, args.headdim, args.groups, args.dstate)
@@ -264,6 +329,8 @@ def main() -> None:
     phase("decode_step", decode_step, sizes, 4)
     phase("time_bf16", timings, torch.bfloat16, sizes, q, 5)
     phase("time_fp32", timings, torch.float32, sizes, q, 6)
+    phase("profile_bf16", profile, sizes, q, 7)
+    phase("sweep_bf16", sweep, sizes, q, 8, start + args.budget_s)
 
     print("\nerrors (relative to float64; ok = within max(2x reference, floor)):")
     all_ok = True
@@ -295,6 +362,12 @@ def main() -> None:
             f"({tri['fwd_bwd_peak_GiB']} GiB); reference fwd {ref['fwd_ms']:.2f} ms, "
             f"fwd+bwd {ref['fwd_bwd_ms']:.2f} ms ({ref['fwd_bwd_peak_GiB']} GiB)"
         )
+    if "error" not in report["profile_bf16"]:
+        for row in report["profile_bf16"][:12]:
+            print(f"  {row['ms']:8.3f} ms  x{row['calls']:<3d} {row['kernel']}")
+    if "error" not in report["sweep_bf16"]:
+        for row in report["sweep_bf16"]:
+            print(f"  sweep {row}")
     print("ALL OK" if all_ok else "SOME CHECKS FAILED")
 
 

@@ -433,6 +433,19 @@ def test_triton_fp32_matches_reference(poisoned, shape, chunk_size):
     assert_close(got, want, 100 * torch.finfo(torch.float32).eps)
 
 
+def test_triton_several_blocks_per_chunk(poisoned, monkeypatch):
+    """Blocks of 16 steps in chunks of 32 (rows and columns in different blocks) and dB/dC
+    summed over heads by several programs (one head each)."""
+    monkeypatch.setattr(ssd_triton_module, "BLOCK_M_MAX", 16)
+    monkeypatch.setattr(ssd_triton_module, "HEADS_PER_PROGRAM", 1)
+    shape = dict(batch=1, length=45, heads=4, headdim=4, groups=1, nstate=8, D="H", z=True,
+                 init=True, softplus=True)  # fmt: skip
+    inputs = make_inputs(**shape)
+    want = run(ssd_chunked, inputs, 32, True)
+    got = run(ssd_triton, inputs, 32, True, FP32)
+    assert_close(got, want, 100 * torch.finfo(torch.float32).eps)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_triton_half_precision_matches_reference(poisoned, dtype):
     """x, B, C, z in half precision (dt, A, D, dt_bias, initial states in fp32); the reference

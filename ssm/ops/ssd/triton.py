@@ -25,7 +25,12 @@ import torch
 import triton
 from triton.runtime.errors import OutOfResources
 
-from .triton_bwd import chunk_bwd_dbc_kernel, chunk_bwd_dx_kernel, state_passing_bwd_kernel
+from .triton_bwd import (
+    chunk_bwd_dbc_kernel,
+    chunk_bwd_dx_kernel,
+    gate_bwd_kernel,
+    state_passing_bwd_kernel,
+)
 from .triton_fwd import (
     chunk_outer_kernel,
     chunk_scan_fwd_kernel,
@@ -34,7 +39,12 @@ from .triton_fwd import (
     state_update_kernel,
 )
 
+# Tuning knobs (read at each call; benchmarks/check_ssd.py sweeps them).
+BLOCK_M_MAX = 64  # steps per block of rows (and of columns) in the per-chunk kernels
+NUM_WARPS = 4  # warps per program of the per-chunk kernels
+HEADS_PER_PROGRAM = 8  # heads summed by one program of the dB/dC kernel (a divisor of H/G)
 STATE_BLOCK = 1024  # elements of the (P·N) state per program of the scans over chunks
+GATE_BLOCK = (32, 128)  # (rows, columns) per program of the gate's backward
 STAGES = (3, 2, 1)  # software-pipelining depths to try, deepest first
 _stages_that_fit: dict[tuple, int] = {}
 
@@ -42,10 +52,10 @@ _stages_that_fit: dict[tuple, int] = {}
 def _launch(kernel, grid, *args, **meta) -> None:
     """Launch ``kernel`` with the deepest pipelining whose tiles fit in shared memory (float32
     tiles take twice the room of bf16 ones); remembers the depth per kernel and dtype."""
-    key = (kernel.fn.__name__, args[0].dtype, tuple(sorted(meta.items())))
+    key = (kernel.fn.__name__, args[0].dtype, NUM_WARPS, tuple(sorted(meta.items())))
     for stages in STAGES if key not in _stages_that_fit else (_stages_that_fit[key],):
         try:
-            kernel[grid](*args, num_stages=stages, **meta)
+            kernel[grid](*args, num_warps=NUM_WARPS, num_stages=stages, **meta)
         except OutOfResources:
             if stages == STAGES[-1]:
                 raise
@@ -67,7 +77,11 @@ class _Sizes:
         self.G, self.N = B.shape[2:]
         self.Q = chunk_size
         self.K = triton.cdiv(self.L, chunk_size)
-        self.block_m = min(64, _pow2(chunk_size))
+        self.block_m = min(BLOCK_M_MAX, _pow2(chunk_size))
+        per_group = self.H // self.G
+        self.heads_per_program = max(
+            d for d in range(1, min(HEADS_PER_PROGRAM, per_group) + 1) if per_group % d == 0
+        )
         self.block_p = _pow2(self.P)
         self.block_n = _pow2(self.N)
         self.tile_p = min(64, self.block_p)
@@ -131,20 +145,24 @@ def _backward(ctx, dout, dfinal):
     f32 = torch.float32
     dev = x.device
     # Gate and skip (elementwise): out = (y + D x) · silu(z).
-    dout = dout.float()
-    dz = None
-    if z is not None:
-        zf = z.float()
-        gate = torch.sigmoid(zf)
-        dz = (dout * ungated.float() * gate * (1 + zf * (1 - gate))).to(z.dtype)
-        dy = dout * zf * gate
-    else:
-        dy = dout
-    dD = None
-    if D is not None:
-        dD = (dy * x.float()).sum(dim=(0, 1))  # (H, P)
-        dD = (dD.sum(-1) if D.ndim == 1 else dD).to(D.dtype)
-    dy = dy.to(x.dtype).contiguous()
+    dout = dout.to(x.dtype).contiguous()
+    dy, dz, dD = dout, None, None
+    if z is not None or D is not None:
+        rows, cols = s.batch * s.L, s.H * s.P
+        grid = (triton.cdiv(rows, GATE_BLOCK[0]), triton.cdiv(cols, GATE_BLOCK[1]))
+        if z is not None:
+            dy, dz = torch.empty_like(x), torch.empty_like(z)
+        dD_rows = torch.empty(grid[0], cols, device=dev, dtype=f32) if D is not None else None
+        gate_bwd_kernel[grid](
+            dout, z if z is not None else x, ungated if ungated is not None else x, x,
+            dy, dz if dz is not None else x, dD_rows if dD_rows is not None else dout,
+            rows, cols,
+            HAS_Z=z is not None, HAS_D=D is not None,
+            BLOCK_R=GATE_BLOCK[0], BLOCK_C=GATE_BLOCK[1],
+        )  # fmt: skip
+        if D is not None:
+            dD = dD_rows.sum(0).view(s.H, s.P)
+            dD = (dD.sum(-1) if D.ndim == 1 else dD).to(D.dtype)
 
     # Gradient of the states entering each chunk (through the outputs), then the reverse scan.
     dstates = _chunk_outer(s, dy, C, dt, a, to_end=False)
@@ -170,16 +188,18 @@ def _backward(ctx, dout, dfinal):
         HAS_D=D is not None, D_PER_DIM=D is not None and D.ndim == 2,
         BLOCK_M=s.block_m, BLOCK_K=s.block_m, BLOCK_P=s.block_p, BLOCK_N=s.block_n,
     )  # fmt: skip
-    dB = torch.empty(B.shape, device=dev, dtype=f32)
-    dC = torch.empty(C.shape, device=dev, dtype=f32)
+    splits = s.H // s.G // s.heads_per_program  # programs per group, each its own slot
+    dB = torch.empty(splits, *B.shape, device=dev, dtype=f32)
+    dC = torch.empty(splits, *C.shape, device=dev, dtype=f32)
     dout_decay = torch.empty_like(dt)
     for for_b, other, st, grad in ((True, C, dstates, dB), (False, B, prev, dC)):
         _launch(
-            chunk_bwd_dbc_kernel, s.chunk_grid(s.G),
+            chunk_bwd_dbc_kernel, s.chunk_grid(s.G * splits),
             x, dy, other, dt, a, st, grad, C, dout_decay, *s.sizes(),
-            FOR_B=for_b,
+            FOR_B=for_b, HEADS=s.heads_per_program,
             BLOCK_M=s.block_m, BLOCK_K=s.block_m, BLOCK_P=s.block_p, BLOCK_N=s.block_n,
         )  # fmt: skip
+    dB, dC = dB.sum(0), dC.sum(0)
 
     # Gradient of each dA_k = dt_k A: four sums over the terms whose decay spans step k.
     ddA = (

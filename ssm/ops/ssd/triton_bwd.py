@@ -1,9 +1,10 @@
 """Triton kernels of the SSD backward pass (layouts as in ``triton_fwd.py``).
 
 The gradient of the state entering each chunk comes from ``triton_fwd.chunk_outer_kernel``;
-this file holds the reverse scan over chunks and the two per-chunk kernels, one for ``dx`` (and
-the part of ``ddt`` that multiplies ``x``), one for ``dB`` or ``dC``. Every output element is
-written by exactly one program, without atomic adds: the backward pass is deterministic.
+this file holds the backward of the gate, the reverse scan over chunks and the two per-chunk
+kernels, one for ``dx`` (and the part of ``ddt`` that multiplies ``x``), one for ``dB`` or
+``dC``. Every output element is written by exactly one program, without atomic adds (sums across
+programs go to separate slots, added up afterwards): the backward pass is deterministic.
 The gradients of ``a = cumsum(dt·A)`` are assembled from these outputs in ``triton.py``.
 """
 
@@ -13,6 +14,33 @@ import triton
 import triton.language as tl
 
 from .triton_fwd import mma
+
+
+@triton.jit
+def gate_bwd_kernel(
+    dout_ptr, z_ptr, ungated_ptr, x_ptr, dy_ptr, dz_ptr, dD_ptr,
+    rows, cols,
+    HAS_Z: tl.constexpr, HAS_D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Backward of ``out = u · silu(z)``, ``u = y + D x``, elementwise on ``(B·L, H·P)``:
+    ``dy = dout · silu(z)`` and ``dz = dout · u · silu'(z)`` (with z), and the sums over this
+    program's rows of ``dy · x`` (with D), one row of ``(row blocks, H·P)`` per program.
+    Grid ``(row blocks, column blocks)``."""
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    offs = r[:, None].to(tl.int64) * cols + c[None, :]
+    ok = (r[:, None] < rows) & (c[None, :] < cols)
+    dy = tl.load(dout_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+        u = tl.load(ungated_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+        sig = tl.sigmoid(z)
+        tl.store(dz_ptr + offs, dy * u * sig * (1.0 + z * (1.0 - sig)), mask=ok)
+        dy *= z * sig
+        tl.store(dy_ptr + offs, dy, mask=ok)
+    if HAS_D:
+        x = tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+        tl.store(dD_ptr + tl.program_id(0) * cols + c, tl.sum(dy * x, axis=0), mask=c < cols)
 
 
 @triton.jit
@@ -150,7 +178,7 @@ def chunk_bwd_dx_kernel(
 def chunk_bwd_dbc_kernel(
     x_ptr, dy_ptr, other_ptr, dt_ptr, a_ptr, st_ptr, out_ptr, C_ptr, dout_decay_ptr,
     L, H, G, P, N, Q, nchunks,
-    FOR_B: tl.constexpr,
+    FOR_B: tl.constexpr, HEADS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Gradient of B (``FOR_B``) or of C for a block of steps, summed over the heads of a group:
@@ -160,15 +188,18 @@ def chunk_bwd_dbc_kernel(
     - ``dC_t = Σ_h [exp(a_t) H_{c-1}ᵀ dy_t + Σ_{s≤t} exp(a_t - a_s) dt_s (dy_t·x_s) B_s]``
       with ``other = B`` and ``st`` the states entering the chunks.
 
-    The heads are summed in a loop, so each output is written once. Output ``(B, L, G, N)``
-    float32. For C it also writes, per head, ``dy_t·(exp(a_t) H_{c-1} C_t)``, the gradient of
-    ``a_t`` through the state-to-output term (``(B, H, K, Q)``).
-    Grid ``(B·K, G, blocks of BLOCK_M steps)``.
+    Each program sums ``HEADS`` heads of a group in a loop and writes its own slot of the
+    output ``(H/G/HEADS, B, L, G, N)`` float32 (the slots are added up afterwards). For C it
+    also writes, per head, ``dy_t·(exp(a_t) H_{c-1} C_t)``, the gradient of ``a_t`` through
+    the state-to-output term (``(B, H, K, Q)``).
+    Grid ``(B·K, G·H/G/HEADS, blocks of BLOCK_M steps)``.
     """
     pid_bk = tl.program_id(0)
     b = (pid_bk // nchunks).to(tl.int64)
     k = pid_bk % nchunks
-    g = tl.program_id(1)
+    splits = H // G // HEADS
+    g = tl.program_id(1) // splits
+    split = tl.program_id(1) % splits
     dot_dtype = x_ptr.dtype.element_ty
     steps = tl.minimum(Q, L - k * Q)
     first = tl.program_id(2) * BLOCK_M
@@ -191,10 +222,9 @@ def chunk_bwd_dbc_kernel(
             mask=row_ok[:, None] & (n[None, :] < N),
             other=0.0,
         ).to(tl.float32)  # (M, N)
-    R = H // G
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for r in range(R):
-        h = g * R + r
+    for r in range(HEADS):
+        h = (g * splits + split) * HEADS + r
         a_base = ((b * H + h) * nchunks + k) * Q
         a_r = tl.load(a_ptr + a_base + rows, mask=row_ok, other=0.0)
         u = tl.load(
@@ -243,5 +273,6 @@ def chunk_bwd_dbc_kernel(
                 other=0.0,
             )  # (K, N)
             acc += mma((uv * w).to(dot_dtype), o.to(dot_dtype))
-    out = ((b * L + k * Q + rows[:, None]) * G + g) * N + n[None, :]
+    batch = tl.num_programs(0) // nchunks
+    out = (((split * batch + b) * L + k * Q + rows[:, None]) * G + g) * N + n[None, :]
     tl.store(out_ptr + out, acc, mask=row_ok[:, None] & (n[None, :] < N))

@@ -5,8 +5,9 @@ x, z, y ``(B, L, H, P)``; B, C ``(B, L, G, N)``; dt after bias and softplus and 
 cumulative sum ``a`` of ``dt·A``: ``(B, H, K, Q)`` float32, zero steps past ``L``; chunk states
 ``(B, K, H, P, N)`` float32.
 
-Matrix products take operands in the dtype of x (bf16, fp16 or fp32, the latter without TF32)
-and accumulate in float32; exponents and cumulative sums are float32.
+Matrix products take operands in the dtype of x (bf16, fp16 or fp32) and accumulate in float32;
+fp32 operands go through three TF32 products (``tf32x3``, close to fp32 accuracy on tensor
+cores). Exponents and cumulative sums are float32.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ INTERPRETED = tl.constexpr(interpreting())
 
 @triton.jit
 def mma(a, b):
-    """``a @ b`` accumulated in float32; fp32 operands without TF32 rounding."""
+    """``a @ b`` accumulated in float32; fp32 operands split in TF32 high and low parts."""
     if INTERPRETED:
         a = a.to(tl.float32)
         b = b.to(tl.float32)
-    return tl.dot(a, b, input_precision="ieee")
+    return tl.dot(a, b, input_precision="tf32x3")
 
 
 @triton.jit
