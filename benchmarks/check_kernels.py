@@ -38,7 +38,7 @@ import ssm.ops.cauchy.triton as cauchy_kernels
 import ssm.ops.fftconv.triton as conv_kernels
 import ssm.ops.s4d_step.triton as step_kernels
 import ssm.ops.vandermonde.triton as vandermonde_kernels
-from ssm import discretize
+from ssm import discretize, s4d_kernel
 from ssm.ops.cauchy import cauchy, cauchy_ref
 from ssm.ops.fftconv import fftconv, fftconv_ref, kernel_fft
 from ssm.ops.s4d_step import s4d_prefill, s4d_step, s4d_step_ref
@@ -151,6 +151,7 @@ def check_vandermonde(H: int, N: int, L: int, seed: int) -> dict:
         for k in errs
     }
     del naive, blocked
+    out["ssm_s4d_kernel_c64"] = s4d_kernel_anchor(A, C, dt, L)
     torch.cuda.empty_cache()
 
     def fwd_bwd(fn):
@@ -160,9 +161,15 @@ def check_vandermonde(H: int, N: int, L: int, seed: int) -> dict:
 
         return run
 
+    vv, xx = v.clone().requires_grad_(), x.clone().requires_grad_()
+    K = vandermonde_kernels.vandermonde_triton(vv, xx, L)
     ms = {
         "triton_fwd": bench(lambda: vandermonde_kernels.vandermonde_triton(v, x, L)),
         "triton_fwd_bwd": bench(fwd_bwd(vandermonde_kernels.vandermonde_triton)),
+        "triton_bwd": bench(lambda: torch.autograd.grad(K, (vv, xx), g, retain_graph=True)),
+        "triton_transpose_weighted": bench(
+            lambda: vandermonde_kernels.vandermonde_transpose_triton(g, x, True)
+        ),
         "blocked_fwd": bench(lambda: vandermonde_blocked(v, x, L)),
         "blocked_fwd_bwd": bench(fwd_bwd(vandermonde_blocked)),
         "naive_fwd": bench(lambda: vandermonde_ref(v, x, L)),
@@ -181,6 +188,22 @@ def check_vandermonde(H: int, N: int, L: int, seed: int) -> dict:
     return out
 
 
+def s4d_kernel_anchor(A: torch.Tensor, C: torch.Tensor, dt: torch.Tensor, L: int) -> dict:
+    """``ssm.s4d_kernel`` (powers ``Ā^l``, materialized) in complex64: time and error."""
+    A32, C32, dt32 = A.to(C64), C.to(C64), dt.float()
+    B32 = torch.ones_like(A32)
+    K = s4d_kernel(A32, B32, C32, dt32, L)
+    err, scale = 0.0, 0.0
+    for h0, h1 in chunks(A.shape[0]):
+        args = (A32[h0:h1], B32[h0:h1], C32[h0:h1])
+        truth = s4d_kernel(*(t.to(C128) for t in args), dt32[h0:h1].double(), L)
+        err = max(err, (K[h0:h1].double() - truth).abs().max().item())
+        scale = max(scale, truth.abs().max().item())
+    del K
+    ms = bench(lambda: s4d_kernel(A32, B32, C32, dt32, L))
+    return {"ms": ms, "max_abs_err": err, "max_abs_ref": scale, "rel_err": err / scale}
+
+
 # ---------------------------------------------------------------- Cauchy
 
 
@@ -194,6 +217,12 @@ def cauchy_inputs(H: int, N: int, L: int, seed: int):
     )
     z = (2 * (1 - omega) / (1 + omega)).to(C64)
     return C.to(C64), z, w
+
+
+def cauchy_bwd_ms(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor, g: torch.Tensor) -> float:
+    vv, ww = v.clone().requires_grad_(), w.clone().requires_grad_()
+    y = cauchy_kernels.cauchy_triton(vv, z, ww)
+    return bench(lambda: torch.autograd.grad(y, (vv, ww), g, retain_graph=True))
 
 
 def check_cauchy(H: int, N: int, L: int, seed: int) -> dict:
@@ -251,6 +280,7 @@ def check_cauchy(H: int, N: int, L: int, seed: int) -> dict:
     ms = {
         "triton_fwd": bench(lambda: cauchy_kernels.cauchy_triton(v, z, w)),
         "triton_fwd_bwd_vw": bench(fwd_bwd(cauchy_kernels.cauchy_triton)),
+        "triton_bwd_vw": cauchy_bwd_ms(v, z, w, g),
     }
     for name, fn in (
         ("naive_fwd", lambda: cauchy_ref(v, z, w)),
@@ -366,16 +396,36 @@ def decode_batch(B: int, params: tuple, params64: tuple, seed: int) -> dict:
     with torch.no_grad():
         ms_triton = bench(lambda: step_kernels.s4d_step_triton(state, u, *params))
         ms_ref = bench(lambda: s4d_step_ref(ref_state, u, *params))
+        ms_graph = graph_ms(lambda: step_kernels.s4d_step_triton(state, u, *params))
     moved = 2 * state.numel() * 8 + 3 * H * N * 8 + 2 * B * H * 4 + H * 4  # state r+w, Ā B̄ C, u y D
     return {
         "no_nan": no_nan(y1, torch.view_as_real(s1)),
         "deterministic": same((y1, s1), (y2, s2)),
         "errors": {"y": max_err(y1, y64), "state": max_err(s1, x64)},
-        "ms": {"triton_step": ms_triton, "reference_step": ms_ref},
+        "ms": {
+            "triton_step": ms_triton,
+            "reference_step": ms_ref,
+            "triton_step_cuda_graph": ms_graph,
+        },
         "bytes": moved,
         "speedup_vs_reference": ms_ref / ms_triton,
         "TB_per_s": moved / ms_triton / 1e9,
+        "TB_per_s_cuda_graph": moved / ms_graph / 1e9,
     }
+
+
+def graph_ms(step: Callable[[], object]) -> float:
+    """One step captured in a CUDA graph and replayed: the kernel without Python's launch cost."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return bench(graph.replay)
 
 
 def check_prefill(B: int, H: int, N: int, L: int, seed: int) -> dict:
@@ -387,9 +437,9 @@ def check_prefill(B: int, H: int, N: int, L: int, seed: int) -> dict:
         state = s4d_prefill(u, *params, backend="triton")[1]
     # the final state by the recurrence in float64 on 8 channels
     x = torch.zeros(B, 8, N, device=DEVICE, dtype=C128)
-    Ab64, Bb64 = Ab[:8], Bb[:8]
+    Ab8, Bb8 = (p[:8].to(C64).to(C128) for p in (Ab, Bb))  # the kernels' (rounded) parameters
     for t in range(L):
-        x = Ab64 * x + Bb64 * u[:, :8, t, None].double()
+        x = Ab8 * x + Bb8 * u[:, :8, t, None].double()
     return {
         "B": B,
         "H": H,
@@ -457,10 +507,10 @@ def sweep(deadline: float, seed: int, B: int = 8, H: int = 1024, N: int = 64, L:
         vandermonde_kernels.TRANSPOSE_TILES,
         vandermonde_kernels.DOT_PRECISION,
     )
-    configs = [
-        ((64, 64, 64, 8), (64, 32, 32, 8), "ieee"),
-        ((64, 64, 32, 4), (32, 32, 32, 4), "ieee"),
-        ((64, 64, 32, 8), (64, 32, 32, 8), "tf32x3"),
+    configs = [  # (forward tiles, transpose tiles, precision); the default is measured above
+        ((64, 32, 32, 4), (64, 32, 16, 4), "ieee"),
+        ((64, 64, 16, 4), (64, 16, 32, 4), "ieee"),
+        ((128, 32, 32, 8), (64, 32, 32, 8), "ieee"),
     ]
     try:
         for fwd_tiles, bwd_tiles, precision in configs:
@@ -490,37 +540,50 @@ def sweep(deadline: float, seed: int, B: int = 8, H: int = 1024, N: int = 64, L:
             vandermonde_kernels.DOT_PRECISION,
         ) = saved
     v, z, w = cauchy_inputs(H, N, L, seed)
-    saved = (cauchy_kernels.BLOCK_N, cauchy_kernels.BLOCK_L)
+    gc = torch.randn(H, L, device=DEVICE, dtype=C64)
+    y0 = cauchy_kernels.cauchy_triton(v, z, w)
+    names = ("BLOCK_N", "BLOCK_L", "BWD_BLOCK_N", "BWD_BLOCK_L", "BWD_NUM_WARPS")
+    saved = tuple(getattr(cauchy_kernels, n) for n in names)
     try:
-        for block_n, block_l in ((32, 64), (16, 256), (8, 128), (32, 128)):
+        for config in ((32, 128, 16, 64, 4), (16, 512, 8, 128, 4), (8, 256, 32, 32, 4)):
             if time.monotonic() > deadline:
                 break
-            cauchy_kernels.BLOCK_N, cauchy_kernels.BLOCK_L = block_n, block_l
+            for n, value in zip(names, config, strict=True):
+                setattr(cauchy_kernels, n, value)
             rows["cauchy"].append(
                 {
-                    "BLOCK_N": block_n,
-                    "BLOCK_L": block_l,
+                    "config": dict(zip(names, config, strict=True)),
                     "fwd_ms": bench(lambda: cauchy_kernels.cauchy_triton(v, z, w)),
+                    "bwd_vw_ms": cauchy_bwd_ms(v, z, w, gc),
+                    "rel_diff_vs_default": max_err(cauchy_kernels.cauchy_triton(v, z, w), y0)[
+                        "rel_err"
+                    ],
                 }
             )
     finally:
-        cauchy_kernels.BLOCK_N, cauchy_kernels.BLOCK_L = saved
+        for n, value in zip(names, saved, strict=True):
+            setattr(cauchy_kernels, n, value)
     u = torch.randn(B, H, L, device=DEVICE)
     k = torch.randn(H, 64, device=DEVICE)
-    saved = conv_kernels.BLOCK_L
+    y0 = conv_kernels.causal_conv_triton(u, k, 0.5)
+    saved = (conv_kernels.BLOCK_L, conv_kernels.NUM_WARPS)
     try:
-        for block_l in (128, 512, 1024):
+        for block_l, num_warps in ((64, 2), (128, 2), (256, 4), (256, 8), (512, 8)):
             if time.monotonic() > deadline:
                 break
-            conv_kernels.BLOCK_L = block_l
+            conv_kernels.BLOCK_L, conv_kernels.NUM_WARPS = block_l, num_warps
             rows["direct_conv"].append(
                 {
                     "BLOCK_L": block_l,
+                    "num_warps": num_warps,
                     "fwd_ms": bench(lambda: conv_kernels.causal_conv_triton(u, k, 0.5)),
+                    "same_output": bool(
+                        torch.equal(conv_kernels.causal_conv_triton(u, k, 0.5), y0)
+                    ),
                 }
             )
     finally:
-        conv_kernels.BLOCK_L = saved
+        conv_kernels.BLOCK_L, conv_kernels.NUM_WARPS = saved
     return rows
 
 

@@ -102,7 +102,7 @@ SHAPES = [
     pytest.param(3, 16, 7, id="H3-N16-L7"),
     pytest.param(2, 5, 33, id="H2-N5-L33"),
     pytest.param(4, 8, 64, id="H4-N8-L64"),
-    pytest.param(2, 20, 300, id="H2-N20-L300"),  # two blocks of N, three of L
+    pytest.param(2, 20, 300, id="H2-N20-L300"),  # several blocks of N and of L
 ]
 
 

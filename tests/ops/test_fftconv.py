@@ -84,7 +84,7 @@ SHAPES = [
     pytest.param(1, 2, 7, 7, id="L7-Lk7"),
     pytest.param(2, 2, 33, 1, id="L33-Lk1"),
     pytest.param(1, 3, 64, 64, id="L64-Lk64"),
-    pytest.param(2, 2, 300, 20, id="L300-Lk20"),  # two tiles of L
+    pytest.param(2, 2, 300, 20, id="L300-Lk20"),  # several tiles of L
 ]
 
 

@@ -18,8 +18,10 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-BLOCK_L = 256
-CHUNK_BLOCKS = 16  # BLOCK_L tiles reduced by one program of dk
+# Outputs per program and its warps (measured on an H100 at B 8, H 1024, L 16384, 64 taps).
+BLOCK_L, NUM_WARPS = 128, 4
+DK_BLOCK_L = 256  # positions per tile of the dk reduction
+CHUNK_BLOCKS = 16  # DK_BLOCK_L tiles reduced by one program of dk
 
 
 @triton.jit
@@ -98,6 +100,7 @@ def _conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None, anticausal: 
         BLOCK_L=BLOCK_L,
         HAS_D=D is not None,
         ANTICAUSAL=anticausal,
+        num_warps=NUM_WARPS,
     )
     return y
 
@@ -119,7 +122,7 @@ class _CausalConv(torch.autograd.Function):
         if need_k:
             B, H, L = u.shape
             K = k.shape[1]
-            blocks = triton.cdiv(L, BLOCK_L)
+            blocks = triton.cdiv(L, DK_BLOCK_L)
             chunk_blocks = min(blocks, CHUNK_BLOCKS)
             chunks = triton.cdiv(blocks, chunk_blocks)
             partial = torch.empty(H, B * chunks, K, device=u.device, dtype=torch.float32)
@@ -131,7 +134,7 @@ class _CausalConv(torch.autograd.Function):
                 L,
                 K=K,
                 BLOCK_K=max(16, triton.next_power_of_2(K)),
-                BLOCK_L=BLOCK_L,
+                BLOCK_L=DK_BLOCK_L,
                 CHUNK_BLOCKS=chunk_blocks,
             )
             dk = partial.sum(1).to(k.dtype)  # partial sums added in a fixed order

@@ -4,7 +4,8 @@ A step reads the state ``(B, H, N)`` once and writes it once; the parameters ``�
 ``(H, N)`` are shared by the batch (they stay in L2). The kernel is therefore bound by memory
 bandwidth, and is measured against a device-to-device copy of the state. Each program owns
 ``BLOCK_H`` channels × all ``N`` states of one batch row, reduces ``2 Re(C · x)`` over ``N`` in
-registers and fuses the skip term. Complex tensors are read as interleaved float32.
+registers and fuses the skip term. Complex tensors are read as interleaved float32, as rows of
+``2N`` contiguous numbers (coalesced, vectorized), then split into real and imaginary parts.
 Dimension letters: B batch, H channels, N state size.
 """
 
@@ -13,6 +14,12 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+
+@triton.jit
+def _complex(z, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Interleaved ``(BLOCK_H, 2·BLOCK_N)`` → real and imaginary parts ``(BLOCK_H, BLOCK_N)``."""
+    return tl.split(tl.reshape(z, (BLOCK_H, BLOCK_N, 2)))
 
 
 @triton.jit
@@ -32,24 +39,19 @@ def _step_kernel(
 ):
     b = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    n = tl.arange(0, BLOCK_N)
+    j = tl.arange(0, 2 * BLOCK_N)  # interleaved (real, imaginary) pairs: contiguous in memory
     h_mask = h < H
-    mask = h_mask[:, None] & (n < N)[None, :]  # (BLOCK_H BLOCK_N)
-    p = (h[:, None] * N + n[None, :]) * 2  # parameters
-    s = ((b * H + h)[:, None] * N + n[None, :]) * 2  # state
-    xr = tl.load(state_ptr + s, mask=mask, other=0.0)
-    xi = tl.load(state_ptr + s + 1, mask=mask, other=0.0)
-    ar = tl.load(Ab_ptr + p, mask=mask, other=0.0)
-    ai = tl.load(Ab_ptr + p + 1, mask=mask, other=0.0)
-    br = tl.load(Bb_ptr + p, mask=mask, other=0.0)
-    bi = tl.load(Bb_ptr + p + 1, mask=mask, other=0.0)
-    cr = tl.load(C_ptr + p, mask=mask, other=0.0)
-    ci = tl.load(C_ptr + p + 1, mask=mask, other=0.0)
+    mask = h_mask[:, None] & (j < 2 * N)[None, :]  # (BLOCK_H 2·BLOCK_N)
+    p = h[:, None] * (2 * N) + j[None, :]  # parameters
+    s = (b * H + h)[:, None] * (2 * N) + j[None, :]  # state
+    xr, xi = _complex(tl.load(state_ptr + s, mask=mask, other=0.0), BLOCK_H, BLOCK_N)
+    ar, ai = _complex(tl.load(Ab_ptr + p, mask=mask, other=0.0), BLOCK_H, BLOCK_N)
+    br, bi = _complex(tl.load(Bb_ptr + p, mask=mask, other=0.0), BLOCK_H, BLOCK_N)
+    cr, ci = _complex(tl.load(C_ptr + p, mask=mask, other=0.0), BLOCK_H, BLOCK_N)
     u = tl.load(u_ptr + b * H + h, mask=h_mask, other=0.0)  # (BLOCK_H)
     nr = ar * xr - ai * xi + br * u[:, None]  # x_k = Ā x_{k-1} + B̄ u_k
     ni = ar * xi + ai * xr + bi * u[:, None]
-    tl.store(state_ptr + s, nr, mask=mask)
-    tl.store(state_ptr + s + 1, ni, mask=mask)
+    tl.store(state_ptr + s, tl.reshape(tl.join(nr, ni), (BLOCK_H, 2 * BLOCK_N)), mask=mask)
     y = 2.0 * tl.sum(cr * nr - ci * ni, axis=1)  # 2 Re(C x_k): (BLOCK_H)
     if HAS_D:
         y += tl.load(D_ptr + h, mask=h_mask, other=0.0) * u
