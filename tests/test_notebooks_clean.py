@@ -196,3 +196,36 @@ def test_install_cells_never_touch_torch(path):
                     f"{path.name}, code cell {i}: an install line mentions torch: {line.strip()!r}"
                     " (Colab's torch must be kept; install the package with its own pins only)"
                 )
+
+
+def sanitize(text: str) -> str:
+    """Apply tests/nbval_sanitize.cfg the way nbval does (each section's regex, in order)."""
+    import configparser
+
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(ROOT / "tests" / "nbval_sanitize.cfg")
+    for section in config.sections():
+        text = re.sub(config[section]["regex"], config[section]["replace"], text)
+    return text
+
+
+@pytest.mark.parametrize(
+    "varies",
+    ["took 12.5 ms", "3.4 s per step", "850 µs", "1.2e-3 s", "<Foo object at 0x7f3a2c1b9d90>"],
+)
+def test_sanitizer_masks_what_varies(varies):
+    assert sanitize(varies) != varies
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        "<Figure size 800x400 with 2 Axes>",
+        "max error 3.1e-12",
+        "N = 64 states, 3 steps",
+        "RMSE 0.405",
+        "L = 1024, H = 8",
+    ],
+)
+def test_sanitizer_keeps_results(result):
+    assert sanitize(result) == result, "the nbval sanitizer hides a result, not a timing"
