@@ -7,9 +7,8 @@ functions in ``ssm.ops.ssd`` check them). Letters as in ``reference.py``.
 
 The backward pass materializes nothing of size ``(B, L, H, P, N)``: it keeps the states entering
 each chunk ``(B, K, H, P, N)`` from the forward pass (and, with z, the output before the gate).
-The gradient of each log-decay ``dA_k = dt_k A`` is a sum of four non-negative-length sums, each
-over the terms whose decay ``exp(Σ dA)`` spans step k (no large terms cancel, which keeps it
-accurate in bf16):
+The gradient of each log-decay ``dA_k = dt_k A`` is a sum of four sums, each over the terms whose
+decay ``exp(Σ dA)`` spans step k (no large terms cancel, which keeps it accurate in bf16):
 
     ∂dA_k = exp(a_end) <H_{c-1}, dS_c>      carried state (every k of chunk c)
           + Σ_{s<k} dweight_s              inputs' weights in the chunk state
@@ -53,11 +52,12 @@ def _launch(kernel, grid, *args, **meta) -> None:
     """Launch ``kernel`` with the deepest pipelining whose tiles fit in shared memory (float32
     tiles take twice the room of bf16 ones); remembers the depth per kernel and dtype."""
     key = (kernel.fn.__name__, args[0].dtype, NUM_WARPS, tuple(sorted(meta.items())))
-    for stages in STAGES if key not in _stages_that_fit else (_stages_that_fit[key],):
+    depths = (_stages_that_fit[key],) if key in _stages_that_fit else STAGES
+    for stages in depths:
         try:
             kernel[grid](*args, num_warps=NUM_WARPS, num_stages=stages, **meta)
         except OutOfResources:
-            if stages == STAGES[-1]:
+            if stages == depths[-1]:
                 raise
             continue
         _stages_that_fit[key] = stages
