@@ -55,7 +55,7 @@ def config(profile: str = "ci") -> dict[str, Any]:
         "trajectory_T": 15.0,
         "sweep_T": 10.0,  # horizon of the error sweep
         # Δ = hold · 2^-j, j = 1..levels: every Δ divides the hold interval
-        "levels": 7 if profile == "ci" else 12,
+        "levels": 6 if profile == "ci" else 12,
         "fit_max_dt": 0.07,  # slopes are fitted on Δ ≤ this (the asymptotic regime)
     }
 

@@ -28,12 +28,12 @@ def config(profile: str = "ci") -> dict[str, Any]:
     ci = profile == "ci"
     return {
         "profile": profile,
-        "L": 256 if ci else 4000,  # samples of the signal on (0, 1]
+        "L": 200 if ci else 4000,  # samples of the signal on (0, 1]
         "sizes": [8, 16, 32, 64],  # state sizes N compared
         "sines": [[0.8, 2.0, 0.0], [0.4, 5.0, 0.5]],  # (amplitude, cycles on [0, 1], phase)
         "bump": [1.2, 0.62, 0.04],  # (height, centre, width) of a Gaussian bump
         "anim_N": 32,  # state size shown in the animation
-        "anim_frames": 16 if ci else 24,
+        "anim_frames": 12 if ci else 24,
         "anim_points": 160,  # points per reconstructed curve in the animation
     }
 

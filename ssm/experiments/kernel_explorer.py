@@ -71,7 +71,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 @plotting.styled
 def plot(results: dict[str, Any]):
     """Static twin of the widget: ``K̄/Δ`` for several ``Δ`` (fixed ``N``), several ``N``."""
-    fig, (ax_dt, ax_n) = plotting.subplots(1, 2, height=3.3)
+    fig, (ax_dt, ax_n) = plotting.subplots(1, 2, height=3.7)
     lags = np.arange(results["L"])
     colors = [plotting.PALETTE[c] for c in ("blue", "orange", "green", "purple", "vermillion")]
     for color, (dt, K) in zip(colors, results["by_dt"].items(), strict=False):
@@ -81,7 +81,6 @@ def plot(results: dict[str, Any]):
         "lag $\\ell$ (log scale)",
         "$\\bar K_\\ell / \\Delta$",
         f"Step $\\Delta$ sets the time scale ($N = {results['N']}$)",
-        legend=True,
     )
     for color, (N, K) in zip(colors, results["by_N"].items(), strict=False):
         ax_n.plot(lags, np.asarray(K) / results["dt"], color=color, label=f"$N = {N}$")
@@ -90,10 +89,10 @@ def plot(results: dict[str, Any]):
         "lag $\\ell$ (log scale)",
         "$\\bar K_\\ell / \\Delta$",
         f"State size $N$ sets the detail ($\\Delta = {results['dt']:g}$)",
-        legend=True,
     )
     for ax in (ax_dt, ax_n):
         _log_lags(ax, results["L"])
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     plotting.panel_letters([ax_dt, ax_n])
     return fig
 
