@@ -17,7 +17,6 @@ import torch
 from scipy import special
 
 from . import _checks
-from .discretize import discretize
 
 MEASURES = ("legs", "legt", "lagt", "fout")
 
@@ -123,19 +122,22 @@ def legs_memory(u: torch.Tensor, N: int) -> torch.Tensor:
 
     The scaled-Legendre ODE ``x'(t) = (1/t)(A x + B u)`` (HiPPO eq. (19)) is discretized with the
     bilinear method at step ``1/k`` at sample ``k = 1..L`` (time and step scale together, so the
-    sampling period drops out). ``u``: ``(L,)`` real. Returns the states ``(L, N)``, float64.
+    sampling period drops out):
+    ``(I - A/(2k)) x_k = (I + A/(2k)) x_{k-1} + (B/k) u_k``, a triangular solve since LegS's
+    ``A`` is lower triangular. ``u``: ``(L,)`` real. Returns the states ``(L, N)``, float64.
     """
     _checks.tensor("u", u, complex_ok=False)
     if u.ndim != 1:
         raise ValueError(f"u must be a 1-D signal (L,), got shape {tuple(u.shape)}")
     A, B = transition("legs", N)
+    eye = torch.eye(N, dtype=torch.float64)
     u = u.to(torch.float64)
-    x = torch.zeros(N, dtype=torch.float64)
+    x = torch.zeros(N, 1, dtype=torch.float64)
     states = []
     for k in range(1, u.shape[0] + 1):
-        Ab, Bb = discretize(A, B, 1.0 / k, "bilinear")
-        x = Ab @ x + Bb * u[k - 1]
-        states.append(x)
+        rhs = x + (A @ x) / (2 * k) + (B[:, None] / k) * u[k - 1]  # (N 1)
+        x = torch.linalg.solve_triangular(eye - A / (2 * k), rhs, upper=False)  # (N 1)
+        states.append(x[:, 0])
     return torch.stack(states)
 
 
