@@ -9,9 +9,14 @@ matrices built in registers,
 
 computed as two float32 ``tl.dot`` (``2 (Re W · Re E - Im W · Im E)``): ``2N`` multiply-adds per
 output and only ``(BLOCK_L1 + T) · BLOCK_N`` complex exponentials per tile. The backward pass is
-the transposed product ``S[n] = Σ_l g[l] exp(x[n] l)`` (and ``Σ_l g[l] l exp(x[n] l)``), tiled
-the same way with ``G[l₁, l₂] · E[l₂, n]`` dots; its partial sums over chunks of ``L`` are
-written to a buffer and added in a fixed order, so the result is deterministic.
+the transposed product ``S[n] = Σ_l g[l] exp(x[n] l)`` (and ``Σ_l g[l] l exp(x[n] l)``), split
+the same way: the loop over ``L`` only accumulates ``Q[l₂, n] = Σ_{l₁} g[l₁T + l₂] Ā^{l₁T}`` with
+``(T × BLOCK_L1) · (BLOCK_L1 × BLOCK_N)`` dots, and ``S[n] = Σ_{l₂} Ā^{l₂} Q[l₂, n]`` at the
+end. Partial sums over chunks of ``L`` are written to a buffer and added in a fixed order, so
+the result is deterministic.
+
+Measured on an H100 (``README.md``): 0.26 ms forward, 0.42 ms backward at H 1024, N 64,
+L 16384 (13 ms and 30 ms for the materialized product).
 
 Phases ``q·l`` reach ``10⁵`` at real lengths, where float32 rounding alone would cost
 ``10⁻³`` radians; :func:`_cis` reduces them modulo ``2π`` with a fused multiply-add
@@ -133,11 +138,13 @@ def _transpose_kernel(
         tl.store(S1_ptr + offs + 1, tl.sum(er * q1i + ei * q1r, axis=0), mask=mask)
 
 
-# Tiles (largest T, BLOCK_L1, BLOCK_N; warps) chosen for H100 registers: no spills in ptxas -v.
+# Tiles (largest T, BLOCK_L1, BLOCK_N; warps): no register spills in ptxas -v for the H100, and
+# the fastest of those measured there (README).
 FORWARD_TILES = (64, 64, 32, 8)
 TRANSPOSE_TILES = (64, 32, 32, 8)
 CHUNK_BLOCKS = 4  # tiles summed by one program of the transposed product: a few shapes only
-# "ieee": float32 FMA products; "tf32x3" would use tensor cores at about float32 accuracy.
+# "ieee": float32 FMA products ("tf32x3", tensor cores at about float32 accuracy, measured 4×
+# slower on the H100).
 DOT_PRECISION = "ieee"
 
 
