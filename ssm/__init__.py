@@ -18,22 +18,34 @@ from . import hippo
 from .conv import causal_conv, fft_conv
 from .discretize import discretize
 from .kernels import s4_kernel, s4d_kernel, ssm_kernel
+from .ops.cauchy import cauchy
+from .ops.fftconv import FFTConvKernel, fftconv, kernel_fft
+from .ops.s4d_step import s4d_prefill, s4d_step
 from .ops.selective_scan import selective_scan, selective_state_update
 from .ops.ssd import ssd, ssd_state_update
+from .ops.vandermonde import vandermonde, vandermonde_transpose
 from .scan import recurrence
 
 __all__ = [
+    "FFTConvKernel",
+    "cauchy",
     "causal_conv",
     "discretize",
     "fft_conv",
+    "fftconv",
     "hippo",
+    "kernel_fft",
     "recurrence",
     "s4_kernel",
     "s4d_kernel",
+    "s4d_prefill",
+    "s4d_step",
     "selective_scan",
     "selective_state_update",
     "ssd",
     "ssd_state_update",
     "ssm_kernel",
+    "vandermonde",
+    "vandermonde_transpose",
 ]
 __version__ = "0.1.0"

@@ -43,6 +43,18 @@ def deterministic() -> bool:
     return torch.are_deterministic_algorithms_enabled()
 
 
+def float64_backend(op: str, backend: str | None) -> str:
+    """The backend for float64 (complex128) inputs of an op whose kernel computes in float32:
+    ``"auto"`` means the reference, and an explicit ``"triton"`` raises ``ValueError``."""
+    requested = backend if backend is not None else os.environ.get(ENV_VAR, "auto")
+    if requested == "triton":
+        raise ValueError(
+            f"{op}: the Triton kernel computes in float32 but the inputs are float64 "
+            "(complex128); cast them to complex64/float32 or use backend='reference'"
+        )
+    return "reference" if requested == "auto" else requested
+
+
 def choose(
     op: str,
     tensors: Iterable[torch.Tensor | None],

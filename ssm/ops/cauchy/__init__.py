@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 
 from ... import _checks
-from ..dispatch import choose
-from ..vandermonde import _float64_backend
+from ..dispatch import choose, float64_backend
 from .reference import cauchy_ref
 
 __all__ = ["cauchy", "cauchy_ref"]
@@ -52,7 +51,7 @@ def cauchy(
         raise ValueError(f"v, z, w must be on one device, got {v.device}, {z.device}, {w.device}")
     dtype = _checks.common_dtype(v, z, w)
     if dtype == torch.complex128:
-        backend = _float64_backend("cauchy", backend)
+        backend = float64_backend("cauchy", backend)
     if choose("cauchy", (v, z, w), backend, _probe) == "triton":
         from .triton import cauchy_triton
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 
 from ... import _checks
-from ..dispatch import choose
+from ..dispatch import choose, float64_backend
 from ..fftconv import SHORT_KERNEL, fftconv
-from ..vandermonde import _float64_backend, vandermonde, vandermonde_transpose
+from ..vandermonde import vandermonde, vandermonde_transpose
 from .reference import s4d_step_ref
 
 __all__ = ["s4d_prefill", "s4d_step", "s4d_step_ref"]
@@ -66,7 +66,7 @@ def s4d_step(
             "torch.no_grad(), or differentiate through s4d_prefill / ssm.s4d_kernel instead"
         )
     if torch.float64 in {t.real.dtype for t in tensors if t is not None}:
-        backend = _float64_backend("s4d_step", backend)
+        backend = float64_backend("s4d_step", backend)
     if choose("s4d_step", tensors, backend, _probe) == "triton":
         if not state.is_contiguous():
             raise ValueError(

@@ -8,12 +8,10 @@ kernel and its gradients: ``README.md`` in this folder; explained in the S4D cha
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from ... import _checks
-from ..dispatch import ENV_VAR, choose
+from ..dispatch import choose, float64_backend
 from .reference import vandermonde_blocked, vandermonde_ref, vandermonde_transpose_ref
 
 __all__ = ["vandermonde", "vandermonde_blocked", "vandermonde_ref", "vandermonde_transpose"]
@@ -48,7 +46,7 @@ def vandermonde(v: torch.Tensor, x: torch.Tensor, L: int, *, backend: str | None
         raise ValueError(f"v and x must be on one device, got {v.device} and {x.device}")
     _checks.positive_int("L", L)
     if _checks.common_dtype(v, x) == torch.complex128:
-        backend = _float64_backend("vandermonde", backend)
+        backend = float64_backend("vandermonde", backend)
     if choose("vandermonde", (v, x), backend, _probe) == "triton":
         from .triton import vandermonde_triton
 
@@ -79,23 +77,12 @@ def vandermonde_transpose(
     if g.device != x.device:
         raise ValueError(f"g and x must be on one device, got {g.device} and {x.device}")
     if torch.float64 in (g.dtype, x.real.dtype):
-        backend = _float64_backend("vandermonde_transpose", backend)
+        backend = float64_backend("vandermonde_transpose", backend)
     if choose("vandermonde_transpose", (g, x), backend, _probe_transpose) == "triton":
         from .triton import vandermonde_transpose_triton
 
         return vandermonde_transpose_triton(g, x, weighted)
     return vandermonde_transpose_ref(g, x, weighted)
-
-
-def _float64_backend(op: str, backend: str | None) -> str:
-    """The float32 kernels never stand in for a float64 request: ``"auto"`` → reference."""
-    requested = backend if backend is not None else os.environ.get(ENV_VAR, "auto")
-    if requested == "triton":
-        raise ValueError(
-            f"{op}: the Triton kernel computes in float32 but the inputs are float64 "
-            "(complex128); cast them to complex64/float32 or use backend='reference'"
-        )
-    return "reference" if requested == "auto" else requested
 
 
 def _probe_inputs(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
