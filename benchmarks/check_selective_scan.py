@@ -130,12 +130,12 @@ def bench(fn, slow=False):
     return do_bench(fn, warmup=100, rep=500, return_mode="median")
 
 
-def timings(dtype, sizes, seed):
+def timings(dtype, sizes, seed, reference=True):
     inputs = mamba_inputs(*sizes, dtype, seed)
     leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
     dout = torch.randn_like(inputs["u"])
     result = {}
-    for backend in ("triton", "reference"):
+    for backend in ("triton", "reference") if reference else ("triton",):
         slow = backend == "reference"
 
         def fwd(backend=backend):
@@ -193,50 +193,48 @@ def copy_bandwidth():
     return {"bytes": 2 * x.numel() * 4, "ms": ms, "TB_per_s": 2 * x.numel() * 4 / ms / 1e9}
 
 
-SWEEP = [  # (BLOCK_T_MAX, FWD_TILE_ELEMENTS, BWD_TILE_ELEMENTS, NUM_WARPS)
-    (64, 4096, 2048, 4),
-    (32, 2048, 1024, 4),
-    (64, 8192, 4096, 8),
-    (32, 4096, 2048, 4),
-    (128, 8192, 4096, 8),
+KNOBS = ("NUM_WARPS", "TILE_BYTES", "BWD_TILE_BYTES", "CHUNK")
+SWEEP = [  # values of KNOBS; the first is the default
+    (4, 16, 16, 64),
+    (4, 16, 8, 64),
+    (2, 16, 16, 64),
+    (1, 16, 16, 64),
+    (4, 16, 16, 128),
+    (2, 16, 8, 64),
 ]
 
 
 def sweep(sizes, seed, deadline):
-    """Time forward and forward+backward (bf16) for a few tile sizes, until ``deadline``."""
+    """Time forward and forward+backward (bf16) for each setting of the kernels' tile knobs,
+    until ``deadline``; each setting's results are compared with the first one's."""
     inputs = mamba_inputs(*sizes, torch.bfloat16, seed)
     leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
     dout = torch.randn_like(inputs["u"])
-    saved = (kernels.BLOCK_T_MAX, kernels.FWD_TILE_ELEMENTS, kernels.BWD_TILE_ELEMENTS)
-    saved += (kernels.NUM_WARPS,)
-    rows = []
+    saved = tuple(getattr(kernels, k) for k in KNOBS)
+
+    def fwd():
+        with torch.no_grad():
+            return selective_scan(**inputs, delta_softplus=True, backend="triton")
+
+    def fwd_bwd():
+        out = selective_scan(**leaves, delta_softplus=True, backend="triton")
+        return torch.autograd.grad(out, list(leaves.values()), dout)
+
+    rows, first = [], None
     try:
         for config in SWEEP:
             if time.monotonic() > deadline:
                 break
-            (
-                kernels.BLOCK_T_MAX,
-                kernels.FWD_TILE_ELEMENTS,
-                kernels.BWD_TILE_ELEMENTS,
-                kernels.NUM_WARPS,
-            ) = config
-
-            def fwd():
-                with torch.no_grad():
-                    return selective_scan(**inputs, delta_softplus=True, backend="triton")
-
-            def fwd_bwd():
-                out = selective_scan(**leaves, delta_softplus=True, backend="triton")
-                return torch.autograd.grad(out, list(leaves.values()), dout)
-
-            rows.append({"config": config, "fwd_ms": bench(fwd), "fwd_bwd_ms": bench(fwd_bwd)})
+            for name, value in zip(KNOBS, config, strict=True):
+                setattr(kernels, name, value)
+            results = [fwd(), *fwd_bwd()]
+            first = first or results
+            diff = max(rel_err(r, f) for r, f in zip(results, first, strict=True))
+            row = {"config": dict(zip(KNOBS, config, strict=True)), "max_rel_diff": diff}
+            rows.append(row | {"fwd_ms": bench(fwd), "fwd_bwd_ms": bench(fwd_bwd)})
     finally:
-        (
-            kernels.BLOCK_T_MAX,
-            kernels.FWD_TILE_ELEMENTS,
-            kernels.BWD_TILE_ELEMENTS,
-            kernels.NUM_WARPS,
-        ) = saved
+        for name, value in zip(KNOBS, saved, strict=True):
+            setattr(kernels, name, value)
     return rows
 
 
@@ -249,6 +247,9 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=4096)
     parser.add_argument("--dstate", type=int, default=16)
     parser.add_argument("--budget-s", type=float, default=240, help="skip the sweep past this")
+    parser.add_argument(
+        "--time-reference", default="fp32,bf16", help="dtypes in which to time the reference"
+    )
     args = parser.parse_args()
     start = time.monotonic()
     sizes = (args.batch, args.dim, args.dstate, args.length)
@@ -281,7 +282,7 @@ def main() -> None:
         save(f"check_{name}", check(dtype, sizes, seed=1 if name == "fp32" else 2))
     save("decode_step", decode_step(sizes, seed=3))
     for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
-        save(f"time_{name}", timings(dtype, sizes, seed=4))
+        save(f"time_{name}", timings(dtype, sizes, seed=4, reference=name in args.time_reference))
     save("sweep_bf16", sweep(sizes, 5, deadline=start + args.budget_s))
 
     print("\nerrors (relative to float64; ok = within max(2x reference, floor)):")
@@ -290,7 +291,8 @@ def main() -> None:
             print(f"  {name} {key:12s} triton {row['triton']:.2e}  ref {row['reference_fp32']:.2e}"
                   f"  {'ok' if row['ok'] else 'FAIL'}")  # fmt: skip
     for name in ("bf16", "fp32"):
-        tri, ref = report[f"time_{name}"]["triton"], report[f"time_{name}"]["reference"]
+        tri = report[f"time_{name}"]["triton"]
+        ref = report[f"time_{name}"].get("reference", {"fwd_ms": math.nan, "fwd_bwd_ms": math.nan})
         print(
             f"  {name}: triton fwd {tri['fwd_ms']:.3f} ms, fwd+bwd {tri['fwd_bwd_ms']:.3f} ms "
             f"(deterministic {tri['fwd_bwd_deterministic_ms']:.3f}); "
@@ -298,7 +300,10 @@ def main() -> None:
         )
     print(f"  copy {report['copy_bandwidth']['TB_per_s']:.2f} TB/s; decode {report['decode_step']}")
     for row in report["sweep_bf16"]:
-        print(f"  sweep {row['config']}: fwd {row['fwd_ms']:.3f} fwd+bwd {row['fwd_bwd_ms']:.3f}")
+        print(
+            f"  sweep {tuple(row['config'].values())}: fwd {row['fwd_ms']:.3f} fwd+bwd "
+            f"{row['fwd_bwd_ms']:.3f} (differs from the first by {row['max_rel_diff']:.1e})"
+        )
     all_ok = all(r["ok"] for n in ("fp32", "bf16") for r in report[f"check_{n}"].values())
     print("ALL OK" if all_ok else "SOME CHECKS FAILED")
 
