@@ -31,6 +31,8 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
 
 pytestmark = pytest.mark.site
 
@@ -170,8 +172,6 @@ def base_url():
 def browser_context(tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh --browser (make test does)")
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),  # a new, empty user-data-dir
@@ -241,10 +241,12 @@ def test_page(page, base_url, browser_context):
         lambda exc: str(exc) not in KNOWN_JS_ERRORS and js_errors.append(str(exc)),
     )
     try:
-        tab.goto(url, wait_until="networkidle")
+        # "load", not "networkidle" (which can miss its moment and hang): each check waits for
+        # what it needs (MathJax's startup promise, the widgets, the images).
+        tab.goto(url, wait_until="load")
         if is_redirect(page):
             # index.html sends readers to the root page; the target is checked as its own page.
-            assert tab.url != url, f"{page}: the redirect did not happen"
+            tab.wait_for_url(lambda u: u != url, timeout=20_000)
         else:
             for check in (
                 check_math,
@@ -258,8 +260,13 @@ def test_page(page, base_url, browser_context):
                     problems += check(tab, page, base_url)
                 except Exception as exc:  # a check that cannot even run is a failure too
                     problems.append(f"{check.__name__}: {type(exc).__name__}: {exc}")
+        tab.evaluate("() => document.fonts.ready.then(() => true)")
         SHOTS.mkdir(parents=True, exist_ok=True)
-        tab.screenshot(path=str(SHOTS / (page.replace("/", "__") + ".png")), full_page=True)
+        tab.screenshot(
+            path=str(SHOTS / (page.replace("/", "__") + ".png")),
+            full_page=True,
+            animations="disabled",  # finish CSS transitions (the sidebar slides in)
+        )
     finally:
         tab.close()
     problems += [f"request to the network (the site must work offline): {u}" for u in blocked]
@@ -383,18 +390,20 @@ def check_widgets(tab, page: str, base_url: str) -> list[str]:
     problems = []
     if tab.locator('script[type="application/vnd.jupyter.widget-state+json"]').count() == 0:
         return ["the notebook saved widget state but the page does not embed it"]
+    unrendered = """() => Array.from(document.querySelectorAll(
+            'script[type="application/vnd.jupyter.widget-view+json"]'))
+        .filter(s => { const p = s.previousElementSibling;
+                       return !(p && p.querySelector('.jupyter-widgets')); }).length"""
     n_views = tab.locator('script[type="application/vnd.jupyter.widget-view+json"]').count()
+    if n_views == 0:
+        return ["the notebook saved widget state but the page shows no widget view"]
+    # The widget manager renders each view next to its <script> placeholder, after the page's
+    # load event. A widget that fails to load leaves nothing (no error text): wait for all.
     try:
-        tab.wait_for_selector(".jupyter-widgets")
-    except Exception:
-        return [f"{n_views} widget view(s) on the page but no widget rendered (.jupyter-widgets)"]
-    tab.wait_for_load_state("networkidle")
-    empty = tab.evaluate(
-        """() => Array.from(document.querySelectorAll(
-                'script[type="application/vnd.jupyter.widget-view+json"]'))
-            .filter(s => { const p = s.previousElementSibling;
-                           return !(p && p.querySelector('.jupyter-widgets')); }).length"""
-    )
+        tab.wait_for_function(f"() => ({unrendered})() === 0", timeout=60_000)
+    except PlaywrightTimeout:
+        pass  # counted and reported just below
+    empty = tab.evaluate(unrendered)
     if empty:
         problems.append(f"{empty} of {n_views} widget view(s) not rendered")
     shown = tab.evaluate(
