@@ -2,9 +2,6 @@
 reusable kernel transform, gradients, and the Triton direct convolution in the CPU interpreter."""
 
 import os
-
-os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported: kernels run on CPU
-
 import subprocess
 import sys
 

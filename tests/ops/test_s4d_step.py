@@ -2,9 +2,6 @@
 convolution over the whole sequence, and the Triton step kernel in the CPU interpreter."""
 
 import os
-
-os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported: kernels run on CPU
-
 import subprocess
 import sys
 

@@ -3,18 +3,14 @@ prefill then decode, argument checks, backend choice, and the Triton kernels in 
 interpreter against the float64 reference (fp32 tightly, bf16/fp16 within their precision),
 forward and backward, with every buffer they allocate poisoned with NaN."""
 
-import os
-
-os.environ["TRITON_INTERPRET"] = "1"  # before Triton or the kernels are imported
-
 import math
+import os
 import subprocess
 import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from triton.runtime import interpreter as triton_interpreter
 
 from ssm.ops import ssd as ssd_module
 from ssm.ops.ssd import (
@@ -30,20 +26,6 @@ from ssm.ops.ssd.triton import ssd_state_update_triton, ssd_triton
 
 pytestmark = pytest.mark.triton
 
-
-def _fix_interpreter_loop_bounds() -> None:
-    """Triton 3.6's interpreter converts loop bounds with ``int(array of shape (1,))``, an error
-    since NumPy 2.4 (triton-lang/triton#9171, fixed upstream by squeezing); apply that fix."""
-    patch_tensor = triton_interpreter._patch_lang_tensor
-
-    def patched(tensor, scope):
-        patch_tensor(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
-
-    triton_interpreter._patch_lang_tensor = patched
-
-
-_fix_interpreter_loop_bounds()
 
 OPTIONAL = ("D", "z", "dt_bias", "initial_states")
 NAMES = ("x", "dt", "A", "B", "C", *OPTIONAL)

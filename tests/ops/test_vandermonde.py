@@ -2,9 +2,6 @@
 blocked and transposed forms, gradients, and the Triton kernel in the CPU interpreter."""
 
 import os
-
-os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported: kernels run on CPU
-
 import subprocess
 import sys
 
