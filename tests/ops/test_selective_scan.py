@@ -4,22 +4,18 @@ The reference is checked in float64 against the dense (quadratic) form of the sa
 ``y_t = Σ_{s≤t} C_t · exp(A (S_t − S_s)) Δ_s B_s u_s`` with ``S = cumsum(Δ)``, which shares no
 code with the time loop. The Triton kernels run in Triton's CPU interpreter at small sizes (the
 interpreter runs each scan element through Python, so sizes here are tiny) and are compared with
-the float64 reference on outputs and on the gradients of every input.
+the float64 reference on outputs and on the gradients of every input (``conftest.py`` switches
+the interpreter on).
 """
 
 import os
-
-os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported: kernels run on the CPU
-
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from triton.runtime import interpreter
 
 from ssm.ops import selective_scan as ops
 from ssm.ops.selective_scan import (
@@ -38,25 +34,6 @@ FP32_TOL = 1e-5
 
 def randn(*shape, seed, dtype=torch.float64):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-def _index_for_numpy_2_4():
-    """Triton 3.6's interpreter turns loop bounds into ints with ``int(array)``, which NumPy 2.4
-    refuses for 1-element arrays (triton-lang/triton#9171, fixed upstream by #9172): take the
-    element explicitly."""
-    original = interpreter._patch_lang_tensor
-
-    def patch(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(())))
-
-    interpreter._patch_lang_tensor = patch
-
-
-try:
-    int(np.ones(1))
-except TypeError:
-    _index_for_numpy_2_4()
 
 
 @pytest.fixture(autouse=True)
