@@ -10,6 +10,8 @@ import os
 os.environ["TRITON_INTERPRET"] = "1"
 
 import numpy as np
+import pytest
+import torch
 from triton.runtime import interpreter
 
 
@@ -30,3 +32,14 @@ try:
     int(np.ones(1))
 except TypeError:
     _index_loop_bounds_with_numpy_2_4()
+
+
+@pytest.fixture
+def poisoned():
+    """Deterministic mode: ``torch.empty`` returns NaN, so an unwritten output element shows."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    assert torch.empty(3).isnan().all()
+    yield
+    torch.use_deterministic_algorithms(previous)

@@ -28,17 +28,6 @@ def inputs(B, H, L, Lk, seed=0):
     return u, k, D
 
 
-@pytest.fixture
-def poisoned():
-    """Deterministic mode: ``torch.empty`` returns NaN, so an unwritten output element shows."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    assert torch.empty(3).isnan().all()
-    yield
-    torch.use_deterministic_algorithms(previous)
-
-
 # ---------------------------------------------------------------- references (float64)
 
 

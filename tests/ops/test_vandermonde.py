@@ -42,17 +42,6 @@ def fp32(*zs):
     )
 
 
-@pytest.fixture
-def poisoned():
-    """Deterministic mode: ``torch.empty`` returns NaN, so an unwritten output element shows."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    assert torch.empty(3).isnan().all()
-    yield
-    torch.use_deterministic_algorithms(previous)
-
-
 # ---------------------------------------------------------------- references (float64)
 
 
