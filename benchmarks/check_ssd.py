@@ -18,6 +18,12 @@ Timing (``triton.testing.do_bench``, median, milliseconds): forward and forward+
 Triton path and of the reference, and the decode step; the GPU time of each kernel in one bf16
 forward+backward (``torch.profiler``); and a small sweep of the kernels' tuning knobs.
 
+With ``--vs-mamba`` (run from the repository root after ``source benchmarks/setup_device.sh``,
+``.whl`` carried): ``mamba_ssm``'s ``mamba_chunk_scan_combined`` timed next to the kernels in
+the same process, in bench.py's setting (x, dt, A, B, C only) and with every option, for a few
+settings of the knobs (``VARIANTS``); ``--quick`` skips the reference's and fp32 timings, the
+decode step and the sweep.
+
 Writes ``ssd.json`` under ``--out`` after every phase (a phase that raises records its error and
 the rest still run), and prints a summary last.
 """
@@ -247,6 +253,114 @@ def sweep(sizes, chunk_size, seed, deadline):
     return rows
 
 
+VARIANT_KNOBS = ("USE_CB", "BLOCK_M_MAX", "NUM_WARPS")
+VARIANTS = [(True, 64, 4), (False, 64, 4), (True, 64, 8), (True, 128, 8), (True, 32, 4)]
+
+
+def vs_mamba(sizes, chunk_size, seed, deadline):
+    """bf16 forward and forward+backward (median ms): mamba_ssm's ``mamba_chunk_scan_combined``
+    and the kernels under each of ``VARIANTS``, with the bare inputs and with every option."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from anchors import extract_mamba_sdist, import_mamba_submodules
+
+    root = extract_mamba_sdist(Path(".whl"), Path("/tmp"))
+    combined = import_mamba_submodules(root)["mamba_chunk_scan_combined"]
+    if not callable(combined):
+        raise RuntimeError(f"mamba_chunk_scan_combined did not load: {combined!r}")
+    inputs = mamba2_inputs(*sizes, torch.bfloat16, seed)
+    dt_raw = inputs["dt"]
+    inputs["dt"] = torch.nn.functional.softplus(dt_raw + inputs["dt_bias"])  # for the bare case
+    settings = {
+        "bare": ({k: inputs[k] for k in ("x", "dt", "A", "B", "C")}, {}),
+        "all": (inputs | {"dt": dt_raw}, {"dt_softplus": True, "return_final_states": True}),
+    }
+    dout = torch.randn_like(inputs["x"])
+    result = {}
+    saved = tuple(getattr(kernels, k) for k in VARIANT_KNOBS)
+    for name, (args, flags) in settings.items():
+        leaves = {k: v.detach().clone().requires_grad_() for k, v in args.items()}
+
+        def timed(fn):
+            def fwd():
+                with torch.no_grad():
+                    return fn(args)
+
+            def fwd_bwd():
+                out = fn(leaves)
+                out = out[0] if isinstance(out, tuple) else out
+                return torch.autograd.grad(out, list(leaves.values()), dout)
+
+            return {"fwd_ms": bench(fwd), "fwd_bwd_ms": bench(fwd_bwd)}
+
+        rows = {
+            "mamba_ssm": timed(lambda a: combined(**a, chunk_size=chunk_size, **flags)),
+        }
+        with torch.no_grad():
+            want = combined(**args, chunk_size=chunk_size, **flags)
+        want = want[0] if isinstance(want, tuple) else want
+        try:
+            for config in VARIANTS:
+                if time.monotonic() > deadline:
+                    break
+                for knob, value in zip(VARIANT_KNOBS, config, strict=True):
+                    setattr(kernels, knob, value)
+                label = "ours " + ",".join(
+                    f"{k}={v}" for k, v in zip(VARIANT_KNOBS, config, strict=True)
+                )
+                try:
+                    row = timed(
+                        lambda a: ssd(**a, chunk_size=chunk_size, backend="triton", **flags)
+                    )
+                    with torch.no_grad():
+                        got = ssd(**args, chunk_size=chunk_size, backend="triton", **flags)
+                    got = got[0] if isinstance(got, tuple) else got
+                    row["rel_diff_vs_mamba"] = rel_err(got, want)
+                    for key in ("fwd_ms", "fwd_bwd_ms"):
+                        row[key.replace("ms", "ratio")] = row[key] / rows["mamba_ssm"][key]
+                except Exception as err:  # a setting that does not compile: record it
+                    row = {"error": f"{type(err).__name__}: {err}"[:300]}
+                rows[label] = row
+        finally:
+            for knob, value in zip(VARIANT_KNOBS, saved, strict=True):
+                setattr(kernels, knob, value)
+        result[name] = rows
+    return result
+
+
+def profile_mamba(sizes, chunk_size, seed):
+    """GPU milliseconds per kernel in one bf16 forward+backward of mamba_ssm (bare inputs)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from anchors import extract_mamba_sdist, import_mamba_submodules
+
+    combined = import_mamba_submodules(extract_mamba_sdist(Path(".whl"), Path("/tmp")))[
+        "mamba_chunk_scan_combined"
+    ]
+    x = mamba2_inputs(*sizes, torch.bfloat16, seed)
+    x["dt"] = torch.nn.functional.softplus(x["dt"] + x["dt_bias"])
+    leaves = {k: x[k].detach().clone().requires_grad_() for k in ("x", "dt", "A", "B", "C")}
+    dout = torch.randn_like(x["x"])
+
+    def fwd_bwd():
+        out = combined(**leaves, chunk_size=chunk_size)
+        return torch.autograd.grad(out, list(leaves.values()), dout)
+
+    fwd_bwd()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fwd_bwd()
+        torch.cuda.synchronize()
+    rows = []
+    for event in prof.key_averages():
+        us = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+        if us > 0:
+            rows.append({"kernel": event.key[:80], "ms": round(us / 1e3, 3), "calls": event.count})
+    return sorted(rows, key=lambda r: -r["ms"])[:25]
+
+
 def decode_step(sizes, seed):
     """The decode kernel on one token of a (batch, H, P, N) state: error and time."""
     batch, _, heads, headdim, groups, nstate = sizes
@@ -282,6 +396,8 @@ def main() -> None:
     parser.add_argument("--dstate", type=int, default=128)
     parser.add_argument("--chunk-size", type=int, default=256)
     parser.add_argument("--budget-s", type=float, default=230, help="skip sweep steps past this")
+    parser.add_argument("--vs-mamba", action="store_true", help="time mamba_ssm's SSD too")
+    parser.add_argument("--quick", action="store_true", help="skip the slow timings")
     args = parser.parse_args()
     start = time.monotonic()
     sizes = (args.batch, args.length, args.heads, args.headdim, args.groups, args.dstate)
@@ -326,11 +442,17 @@ def main() -> None:
     phase("check_bf16", check, torch.bfloat16, sizes, q, 1)
     phase("check_fp32", check, torch.float32, sizes, q, 2)
     phase("deterministic_bf16", deterministic, sizes, q, 3)
-    phase("decode_step", decode_step, sizes, 4)
-    phase("time_bf16", timings, torch.bfloat16, sizes, q, 5)
-    phase("time_fp32", timings, torch.float32, sizes, q, 6)
+    if args.vs_mamba:
+        phase("vs_mamba", vs_mamba, sizes, q, 9, start + args.budget_s)
+    if not args.quick:
+        phase("decode_step", decode_step, sizes, 4)
+        phase("time_bf16", timings, torch.bfloat16, sizes, q, 5)
+        phase("time_fp32", timings, torch.float32, sizes, q, 6)
     phase("profile_bf16", profile, sizes, q, 7)
-    phase("sweep_bf16", sweep, sizes, q, 8, start + args.budget_s)
+    if args.vs_mamba:
+        phase("profile_mamba", profile_mamba, sizes, q, 10)
+    if not args.quick:
+        phase("sweep_bf16", sweep, sizes, q, 8, start + args.budget_s)
 
     print("\nerrors (relative to float64; ok = within max(2x reference, floor)):")
     all_ok = True
@@ -350,9 +472,9 @@ def main() -> None:
     same = report["deterministic_bf16"]
     all_ok &= "error" not in same and all(same.values())
     print(f"  deterministic: {same}")
-    print(f"  decode: {report['decode_step']}")
+    print(f"  decode: {report.get('decode_step')}")
     for name in ("bf16", "fp32"):
-        t = report[f"time_{name}"]
+        t = report.get(f"time_{name}", {"error": "skipped"})
         if "error" in t:
             print(f"  time {name}: ERROR\n{t['error']}")
             continue
@@ -362,12 +484,24 @@ def main() -> None:
             f"({tri['fwd_bwd_peak_GiB']} GiB); reference fwd {ref['fwd_ms']:.2f} ms, "
             f"fwd+bwd {ref['fwd_bwd_ms']:.2f} ms ({ref['fwd_bwd_peak_GiB']} GiB)"
         )
-    if "error" not in report["profile_bf16"]:
-        for row in report["profile_bf16"][:12]:
-            print(f"  {row['ms']:8.3f} ms  x{row['calls']:<3d} {row['kernel']}")
-    if "error" not in report["sweep_bf16"]:
-        for row in report["sweep_bf16"]:
-            print(f"  sweep {row}")
+    for key in ("profile_bf16", "profile_mamba"):
+        if key in report and "error" not in report[key]:
+            print(f"  {key}:")
+            for row in report[key][:12]:
+                print(f"  {row['ms']:8.3f} ms  x{row['calls']:<3d} {row['kernel']}")
+    for row in report.get("sweep_bf16", []):
+        print(f"  sweep {row}")
+    for setting, rows in report.get("vs_mamba", {}).items():
+        if setting == "error":
+            print(f"  vs_mamba: ERROR\n{rows}")
+            continue
+        for label, row in rows.items():
+            print(
+                f"  {setting:4s} {label:40s} "
+                + " ".join(
+                    f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                )
+            )
     print("ALL OK" if all_ok else "SOME CHECKS FAILED")
 
 

@@ -31,6 +31,7 @@ from .triton_bwd import (
     state_passing_bwd_kernel,
 )
 from .triton_fwd import (
+    chunk_cb_kernel,
     chunk_outer_kernel,
     chunk_scan_fwd_kernel,
     dt_cumsum_kernel,
@@ -45,6 +46,7 @@ HEADS_PER_PROGRAM = 8  # heads summed by one program of the dB/dC kernel (a divi
 STATE_BLOCK = 1024  # elements of the (P·N) state per program of the scans over chunks
 GATE_BLOCK = (32, 128)  # (rows, columns) per program of the gate's backward
 STAGES = (3, 2, 1)  # software-pipelining depths to try, deepest first
+USE_CB = False  # compute the C_t·B_s products once per group (chunk_cb_kernel), not per head
 _stages_that_fit: dict[tuple, int] = {}
 
 
@@ -90,8 +92,8 @@ class _Sizes:
     def sizes(self) -> tuple[int, ...]:  # the (L, H, G, P, N, Q, K) arguments of the kernels
         return (self.L, self.H, self.G, self.P, self.N, self.Q, self.K)
 
-    def chunk_grid(self, heads_or_groups: int) -> tuple[int, int, int]:
-        return (self.batch * self.K, heads_or_groups, triton.cdiv(self.Q, self.block_m))
+    def chunk_grid(self, heads_or_groups: int) -> tuple[int, int]:
+        return (self.batch * self.K * triton.cdiv(self.Q, self.block_m), heads_or_groups)
 
     def state_grid(self) -> tuple[int, int, int]:
         return (self.batch, self.H, triton.cdiv(self.P * self.N, STATE_BLOCK))
@@ -102,11 +104,24 @@ def _chunk_outer(s: _Sizes, u, v, dt, a, to_end: bool) -> torch.Tensor:
     out = torch.empty(s.batch, s.K, s.H, s.P, s.N, device=u.device, dtype=torch.float32)
     tiles = triton.cdiv(s.P, s.tile_p) * triton.cdiv(s.N, s.tile_n)
     _launch(
-        chunk_outer_kernel, (s.batch * s.K, s.H, tiles),
+        chunk_outer_kernel, (s.batch * s.K * tiles, s.H),
         u, v, dt, a, out, s.L, s.H, s.G, s.P, s.N, s.Q, s.K,
         TO_END=to_end, BLOCK_P=s.tile_p, BLOCK_N=s.tile_n, BLOCK_K=s.block_m,
     )  # fmt: skip
     return out
+
+
+def _chunk_cb(s: _Sizes, B, C) -> torch.Tensor | None:
+    """``(B, K, G, Q, Q)`` float32 products ``C_t·B_s`` (``s ≤ t``), or None without USE_CB."""
+    if not USE_CB:
+        return None
+    cb = torch.empty(s.batch, s.K, s.G, s.Q, s.Q, device=B.device, dtype=torch.float32)
+    blocks = triton.cdiv(s.Q, s.block_m)
+    _launch(
+        chunk_cb_kernel, (s.batch * s.K * blocks * blocks, s.G),
+        B, C, cb, s.L, s.G, s.N, s.Q, s.K, BLOCK_M=s.block_m, BLOCK_N=s.block_n,
+    )  # fmt: skip
+    return cb
 
 
 def _forward(x, dt_in, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_softplus, keep):
@@ -118,22 +133,25 @@ def _forward(x, dt_in, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_so
         dt_in, A, dt_bias if dt_bias is not None else A, dt, a, s.L, s.H, s.Q, s.K,
         HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus, BLOCK_Q=_pow2(s.Q),
     )  # fmt: skip
-    prev = _chunk_outer(s, x, B, dt, a, to_end=True)  # chunk states S_c, then entering states
+    chunk_states = _chunk_outer(s, x, B, dt, a, to_end=True)
+    prev = torch.empty(chunk_states.shape, device=dev, dtype=x.dtype)  # entering states
     final = torch.empty(s.batch, s.H, s.P, s.N, device=dev, dtype=torch.float32)
     state_passing_fwd_kernel[s.state_grid()](
-        prev, a, initial_states if initial_states is not None else final, final,
+        chunk_states, prev, a, initial_states if initial_states is not None else final, final,
         s.H, s.P * s.N, s.Q, s.K,
         HAS_INIT=initial_states is not None, BLOCK=STATE_BLOCK,
     )  # fmt: skip
+    del chunk_states
+    cb = _chunk_cb(s, B, C)
     out = torch.empty_like(x)
     ungated = torch.empty_like(x) if keep and z is not None else None  # y + D x
     _launch(
         chunk_scan_fwd_kernel, s.chunk_grid(s.H),
         x, z if z is not None else x, B, C, D if D is not None else A, dt, a, prev, out,
-        ungated if ungated is not None else out,
+        ungated if ungated is not None else out, cb if cb is not None else a,
         *s.sizes(),
         HAS_D=D is not None, D_PER_DIM=D is not None and D.ndim == 2, HAS_Z=z is not None,
-        STORE_Y=ungated is not None,
+        STORE_Y=ungated is not None, USE_CB=cb is not None,
         BLOCK_M=s.block_m, BLOCK_K=s.block_m, BLOCK_P=s.block_p, BLOCK_N=s.block_n,
     )  # fmt: skip
     return out, final, dt, a, prev, ungated
@@ -168,7 +186,7 @@ def _backward(ctx, dout, dfinal):
     dstates = _chunk_outer(s, dy, C, dt, a, to_end=False)
     state_grid = s.state_grid()
     dcarry = torch.empty(s.batch, s.H, s.K, state_grid[2], device=dev, dtype=f32)
-    dinit = torch.empty_like(prev[:, 0]) if initial_states is not None else None
+    dinit = torch.empty_like(prev[:, 0], dtype=f32) if initial_states is not None else None
     state_passing_bwd_kernel[state_grid](
         dstates, prev, a, dfinal if dfinal is not None else prev,
         dinit if dinit is not None else prev, dcarry,
@@ -179,13 +197,15 @@ def _backward(ctx, dout, dfinal):
     dx = torch.empty_like(x)
     ddt = torch.empty_like(dt)  # x·g: the gradient of dt through dt·x
     dweight = torch.empty_like(dt)
-    grid = s.chunk_grid(s.H)
-    dintra = torch.zeros(s.batch, s.H, s.K, grid[2], s.Q, device=dev, dtype=f32)
+    blocks = triton.cdiv(s.Q, s.block_m)
+    dintra = torch.zeros(s.batch, s.H, s.K, blocks, s.Q, device=dev, dtype=f32)
+    cb = _chunk_cb(s, B, C)
     _launch(
-        chunk_bwd_dx_kernel, grid,
+        chunk_bwd_dx_kernel, s.chunk_grid(s.H),
         x, dy, B, C, D if D is not None else A, dt, a, dstates, dx, ddt, dweight, dintra,
+        cb if cb is not None else a,
         *s.sizes(),
-        HAS_D=D is not None, D_PER_DIM=D is not None and D.ndim == 2,
+        HAS_D=D is not None, D_PER_DIM=D is not None and D.ndim == 2, USE_CB=cb is not None,
         BLOCK_M=s.block_m, BLOCK_K=s.block_m, BLOCK_P=s.block_p, BLOCK_N=s.block_n,
     )  # fmt: skip
     splits = s.H // s.G // s.heads_per_program  # programs per group, each its own slot
@@ -199,6 +219,7 @@ def _backward(ctx, dout, dfinal):
             FOR_B=for_b, HEADS=s.heads_per_program,
             BLOCK_M=s.block_m, BLOCK_K=s.block_m, BLOCK_P=s.block_p, BLOCK_N=s.block_n,
         )  # fmt: skip
+    del cb
     dB, dC = dB.sum(0), dC.sum(0)
 
     # Gradient of each dA_k = dt_k A: four sums over the terms whose decay spans step k.

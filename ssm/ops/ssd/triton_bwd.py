@@ -83,9 +83,9 @@ def state_passing_bwd_kernel(
 @triton.jit
 def chunk_bwd_dx_kernel(
     x_ptr, dy_ptr, B_ptr, C_ptr, D_ptr, dt_ptr, a_ptr, dstates_ptr,
-    dx_ptr, ddt_ptr, dweight_ptr, ddecay_ptr,
+    dx_ptr, ddt_ptr, dweight_ptr, ddecay_ptr, cb_ptr,
     L, H, G, P, N, Q, nchunks,
-    HAS_D: tl.constexpr, D_PER_DIM: tl.constexpr,
+    HAS_D: tl.constexpr, D_PER_DIM: tl.constexpr, USE_CB: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """For the steps s of a block of rows, the gradient of ``dt_s x_s``,
@@ -98,16 +98,19 @@ def chunk_bwd_dx_kernel(
       ``M_ts = (C_t·B_s) exp(a_t - a_s) dt_s (dy_t·x_s)``: the intra-chunk part of the
       gradient of ``dt_k A``, each block its own row of ``(B, H, K, blocks, Q)``.
 
-    The columns t are visited from the last block back, carrying the suffix sums over t.
-    Grid ``(B·K, H, blocks of BLOCK_M steps)``."""
-    pid_bk = tl.program_id(0)
+    The columns t are visited from the last block back, carrying the suffix sums over t. With
+    ``USE_CB`` the products ``B_s·C_t`` are read from ``chunk_cb_kernel``'s output.
+    Grid ``(B·K·blocks of BLOCK_M steps, H)``, the blocks of one chunk adjacent."""
+    blocks = tl.cdiv(Q, BLOCK_M)
+    pid_bk = tl.program_id(0) // blocks
+    blk = tl.program_id(0) % blocks
     b = (pid_bk // nchunks).to(tl.int64)
     k = pid_bk % nchunks
     h = tl.program_id(1)
     g = h // (H // G)
     dot_dtype = x_ptr.dtype.element_ty
     steps = tl.minimum(Q, L - k * Q)
-    first = tl.program_id(2) * BLOCK_M
+    first = blk * BLOCK_M
     rows = first + tl.arange(0, BLOCK_M)
     row_ok = rows < steps
     p = tl.arange(0, BLOCK_P)
@@ -136,17 +139,25 @@ def chunk_bwd_dx_kernel(
 
     suffix_carry = tl.zeros((BLOCK_M,), dtype=tl.float32)  # Σ over the columns already seen
     col_blocks = tl.cdiv(steps - first, BLOCK_K)
-    block_row = ((b * H + h) * nchunks + k) * tl.num_programs(2) + tl.program_id(2)
+    block_row = ((b * H + h) * nchunks + k) * blocks + blk
     ddecay_row = ddecay_ptr + block_row * Q
+    cb_base = ((b * nchunks + k) * G + g) * Q * Q
     for i in range(col_blocks):
         cols = first + (col_blocks - 1 - i) * BLOCK_K + tl.arange(0, BLOCK_K)
         col_ok = cols < steps
-        C_tT = tl.load(
-            C_ptr + ((b * L + k * Q + cols[None, :]) * G + g) * N + n[:, None],
-            mask=(n[:, None] < N) & col_ok[None, :],
-            other=0.0,
-        )  # (N, K)
-        bc = mma(B_s.to(dot_dtype), C_tT.to(dot_dtype))  # (M, K)
+        if USE_CB:
+            bc = tl.load(
+                cb_ptr + cb_base + cols[None, :] * Q + rows[:, None],
+                mask=row_ok[:, None] & col_ok[None, :] & (cols[None, :] >= rows[:, None]),
+                other=0.0,
+            )  # (M, K): CB_ts, transposed
+        else:
+            C_tT = tl.load(
+                C_ptr + ((b * L + k * Q + cols[None, :]) * G + g) * N + n[:, None],
+                mask=(n[:, None] < N) & col_ok[None, :],
+                other=0.0,
+            )  # (N, K)
+            bc = mma(B_s.to(dot_dtype), C_tT.to(dot_dtype))  # (M, K)
         a_t = tl.load(a_ptr + a_base + cols, mask=col_ok, other=0.0)
         causal = (cols[None, :] >= rows[:, None]) & col_ok[None, :] & row_ok[:, None]
         bcw = bc * tl.exp(tl.where(causal, a_t[None, :] - a_s[:, None], float("-inf")))
@@ -192,9 +203,10 @@ def chunk_bwd_dbc_kernel(
     output ``(H/G/HEADS, B, L, G, N)`` float32 (the slots are added up afterwards). For C it
     also writes, per head, ``dy_t·(exp(a_t) H_{c-1} C_t)``, the gradient of ``a_t`` through
     the state-to-output term (``(B, H, K, Q)``).
-    Grid ``(B·K, G·H/G/HEADS, blocks of BLOCK_M steps)``.
+    Grid ``(B·K·blocks of BLOCK_M steps, G·H/G/HEADS)``, the blocks of one chunk adjacent.
     """
-    pid_bk = tl.program_id(0)
+    blocks = tl.cdiv(Q, BLOCK_M)
+    pid_bk = tl.program_id(0) // blocks
     b = (pid_bk // nchunks).to(tl.int64)
     k = pid_bk % nchunks
     splits = H // G // HEADS
@@ -202,7 +214,7 @@ def chunk_bwd_dbc_kernel(
     split = tl.program_id(1) % splits
     dot_dtype = x_ptr.dtype.element_ty
     steps = tl.minimum(Q, L - k * Q)
-    first = tl.program_id(2) * BLOCK_M
+    first = (tl.program_id(0) % blocks) * BLOCK_M
     rows = first + tl.arange(0, BLOCK_M)
     row_ok = rows < steps
     p = tl.arange(0, BLOCK_P)
@@ -273,6 +285,6 @@ def chunk_bwd_dbc_kernel(
                 other=0.0,
             )  # (K, N)
             acc += mma((uv * w).to(dot_dtype), o.to(dot_dtype))
-    batch = tl.num_programs(0) // nchunks
+    batch = tl.num_programs(0) // blocks // nchunks
     out = (((split * batch + b) * L + k * Q + rows[:, None]) * G + g) * N + n[None, :]
     tl.store(out_ptr + out, acc, mask=row_ok[:, None] & (n[None, :] < N))

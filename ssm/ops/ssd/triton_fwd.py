@@ -68,15 +68,17 @@ def chunk_outer_kernel(
 
     Step 2 (chunk states) with ``TO_END``: u = x, v = B, ``w_t = exp(a_end - a_t) dt_t``.
     Backward of step 4 otherwise: u = dy, v = C, ``w_t = exp(a_t)`` (gradient of the state
-    entering the chunk). Grid ``(B·K, H, tiles of P × N)``.
+    entering the chunk). Grid ``(B·K·tiles of P × N, H)``, the tiles of one chunk adjacent.
     """
-    pid_bk = tl.program_id(0)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    tiles = tl.cdiv(P, BLOCK_P) * tiles_n
+    pid_bk = tl.program_id(0) // tiles
+    tile = tl.program_id(0) % tiles
     b = (pid_bk // nchunks).to(tl.int64)
     k = pid_bk % nchunks
     h = tl.program_id(1)
-    tiles_n = tl.cdiv(N, BLOCK_N)
-    p = (tl.program_id(2) // tiles_n) * BLOCK_P + tl.arange(0, BLOCK_P)
-    n = (tl.program_id(2) % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+    p = (tile // tiles_n) * BLOCK_P + tl.arange(0, BLOCK_P)
+    n = (tile % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
     g = h // (H // G)
     dot_dtype = u_ptr.dtype.element_ty
     a_base = ((b * H + h) * nchunks + k) * Q
@@ -110,14 +112,15 @@ def chunk_outer_kernel(
 
 @triton.jit
 def state_passing_fwd_kernel(
-    states_ptr, a_ptr, init_ptr, final_ptr,
+    states_ptr, prev_ptr, a_ptr, init_ptr, final_ptr,
     H, PN, Q, nchunks,
     HAS_INIT: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     """Step 3: ``H_c = exp(a_end,c) H_{c-1} + S_c``, a scan over chunks.
 
-    Overwrites each chunk state ``S_c`` with the state entering chunk c, ``H_{c-1}``; writes
-    the final state. Grid ``(B, H, blocks of P·N)``.
+    Reads the chunk states ``S_c`` (float32) and writes the state entering chunk c,
+    ``H_{c-1}``, to ``prev`` (in its dtype: the dtype of the matrix-product operands that read
+    it); writes the final state (float32). Grid ``(B, H, blocks of P·N)``.
     """
     b = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
@@ -128,33 +131,75 @@ def state_passing_fwd_kernel(
     else:
         state = tl.zeros((BLOCK,), dtype=tl.float32)
     for k in range(nchunks):
-        ptrs = states_ptr + ((b * nchunks + k) * H + h) * PN + e
-        chunk_state = tl.load(ptrs, mask=ok, other=0.0)
-        tl.store(ptrs, state, mask=ok)
+        offs = ((b * nchunks + k) * H + h) * PN + e
+        chunk_state = tl.load(states_ptr + offs, mask=ok, other=0.0)
+        tl.store(prev_ptr + offs, state.to(prev_ptr.dtype.element_ty), mask=ok)
         decay = tl.exp(tl.load(a_ptr + ((b * H + h) * nchunks + k) * Q + Q - 1))
         state = decay * state + chunk_state
     tl.store(final_ptr + (b * H + h) * PN + e, state, mask=ok)
 
 
 @triton.jit
+def chunk_cb_kernel(
+    B_ptr, C_ptr, cb_ptr,
+    L, G, N, Q, nchunks,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """``CB_ts = C_t·B_s`` for the pairs ``s ≤ t`` of each chunk and group, ``(B, K, G, Q, Q)``
+    float32 (blocks above the diagonal are not written; nothing reads them). Computed once per
+    group instead of once per head. Grid ``(B·K·blocks², G)``."""
+    blocks = tl.cdiv(Q, BLOCK_M)
+    pid_bk = tl.program_id(0) // (blocks * blocks)
+    i = (tl.program_id(0) // blocks) % blocks
+    j = tl.program_id(0) % blocks
+    if j > i:
+        return
+    b = (pid_bk // nchunks).to(tl.int64)
+    k = pid_bk % nchunks
+    g = tl.program_id(1)
+    steps = tl.minimum(Q, L - k * Q)
+    rows = i * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = j * BLOCK_M + tl.arange(0, BLOCK_M)
+    n = tl.arange(0, BLOCK_N)
+    C_t = tl.load(
+        C_ptr + ((b * L + k * Q + rows[:, None]) * G + g) * N + n[None, :],
+        mask=(rows[:, None] < steps) & (n[None, :] < N),
+        other=0.0,
+    )  # (M, N)
+    B_sT = tl.load(
+        B_ptr + ((b * L + k * Q + cols[None, :]) * G + g) * N + n[:, None],
+        mask=(n[:, None] < N) & (cols[None, :] < steps),
+        other=0.0,
+    )  # (N, M)
+    cb = mma(C_t, B_sT)
+    out = ((b * nchunks + k) * G + g) * Q * Q + rows[:, None] * Q + cols[None, :]
+    tl.store(cb_ptr + out, cb, mask=(rows[:, None] < Q) & (cols[None, :] < Q))
+
+
+@triton.jit
 def chunk_scan_fwd_kernel(
-    x_ptr, z_ptr, B_ptr, C_ptr, D_ptr, dt_ptr, a_ptr, prev_ptr, out_ptr, y_ptr,
+    x_ptr, z_ptr, B_ptr, C_ptr, D_ptr, dt_ptr, a_ptr, prev_ptr, out_ptr, y_ptr, cb_ptr,
     L, H, G, P, N, Q, nchunks,
     HAS_D: tl.constexpr, D_PER_DIM: tl.constexpr, HAS_Z: tl.constexpr, STORE_Y: tl.constexpr,
+    USE_CB: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Steps 1 and 4: ``y_t = exp(a_t) H_{c-1} C_t + Σ_{s≤t} (C_t·B_s) exp(a_t - a_s) dt_s x_s``,
     then ``out = (y + D x) · silu(z)``; with ``STORE_Y`` also ``y + D x`` (the gradient of z
-    needs it). Grid ``(B·K, H, blocks of BLOCK_M steps)``.
+    needs it). With ``USE_CB`` the products ``C_t·B_s`` are read from ``chunk_cb_kernel``'s
+    output instead of computed here. Grid ``(B·K·blocks of BLOCK_M steps, H)``, the blocks of
+    one chunk adjacent (they share its state and inputs in the L2 cache).
     """
-    pid_bk = tl.program_id(0)
+    blocks = tl.cdiv(Q, BLOCK_M)
+    pid_bk = tl.program_id(0) // blocks
+    blk = tl.program_id(0) % blocks
     b = (pid_bk // nchunks).to(tl.int64)
     k = pid_bk % nchunks
     h = tl.program_id(1)
     g = h // (H // G)
     dot_dtype = x_ptr.dtype.element_ty
     steps = tl.minimum(Q, L - k * Q)
-    rows = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = blk * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < steps
     p = tl.arange(0, BLOCK_P)
     n = tl.arange(0, BLOCK_N)
@@ -172,15 +217,23 @@ def chunk_scan_fwd_kernel(
     )  # (N, P)
     acc = mma(C_t.to(dot_dtype), prevT.to(dot_dtype))
     acc *= tl.exp(a_t)[:, None]  # (M, P): state-to-output term
-    for s0 in range(0, tl.minimum((tl.program_id(2) + 1) * BLOCK_M, steps), BLOCK_K):
+    cb_base = ((b * nchunks + k) * G + g) * Q * Q
+    for s0 in range(0, tl.minimum((blk + 1) * BLOCK_M, steps), BLOCK_K):
         cols = s0 + tl.arange(0, BLOCK_K)
         col_ok = cols < steps
-        B_sT = tl.load(
-            B_ptr + ((b * L + k * Q + cols[None, :]) * G + g) * N + n[:, None],
-            mask=(n[:, None] < N) & col_ok[None, :],
-            other=0.0,
-        )  # (N, K)
-        cb = mma(C_t.to(dot_dtype), B_sT.to(dot_dtype))  # (M, K)
+        if USE_CB:
+            cb = tl.load(
+                cb_ptr + cb_base + rows[:, None] * Q + cols[None, :],
+                mask=row_ok[:, None] & col_ok[None, :] & (cols[None, :] <= rows[:, None]),
+                other=0.0,
+            )  # (M, K)
+        else:
+            B_sT = tl.load(
+                B_ptr + ((b * L + k * Q + cols[None, :]) * G + g) * N + n[:, None],
+                mask=(n[:, None] < N) & col_ok[None, :],
+                other=0.0,
+            )  # (N, K)
+            cb = mma(C_t.to(dot_dtype), B_sT.to(dot_dtype))  # (M, K)
         a_s = tl.load(a_ptr + a_base + cols, mask=col_ok, other=0.0)
         dt_s = tl.load(dt_ptr + a_base + cols, mask=col_ok, other=0.0)
         causal = (cols[None, :] <= rows[:, None]) & col_ok[None, :] & row_ok[:, None]
