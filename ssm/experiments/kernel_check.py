@@ -23,9 +23,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
+from ..ops.interpreter import fix_numpy_loop_bounds
 from ._common import check_profile, seed_everything
 
 #: The checks, in the order the chapter discusses the ops.
@@ -59,33 +59,6 @@ def config(profile: str = "ci") -> dict[str, Any]:
         "taps": 8 if ci else 64,  # length of the short kernel of the direct convolution
         "timeout_s": 300,
     }
-
-
-def interpreter_numpy_fix() -> None:
-    """Make Triton 3.6's interpreter work with NumPy >= 2.4 (a no-op where not needed).
-
-    The interpreter turns a loop bound into an int with ``int(array of shape (1,))``, an error
-    since NumPy 2.4 (triton-lang/triton#9171, fixed upstream by squeezing first): apply that fix
-    to the interpreter's tensors. Call it after setting ``TRITON_INTERPRET=1``, before running
-    a kernel.
-    """
-    try:
-        int(np.ones(1))
-        return
-    except TypeError:
-        pass
-    from triton.runtime import interpreter
-
-    if getattr(interpreter, "_ssm_index_fix", False):
-        return
-    patch_tensor = interpreter._patch_lang_tensor
-
-    def patched(tensor, scope):
-        patch_tensor(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
-
-    interpreter._patch_lang_tensor = patched
-    interpreter._ssm_index_fix = True
 
 
 def rel_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -333,7 +306,7 @@ def worst(results: dict[str, Any]) -> float:
 def _worker() -> int:
     """Entry point of the interpreter subprocess: config JSON on stdin, errors JSON on stdout."""
     cfg = json.loads(sys.stdin.read())
-    interpreter_numpy_fix()
+    fix_numpy_loop_bounds()
     torch.set_num_threads(1)
     print(json.dumps(check_all(cfg)))
     return 0
