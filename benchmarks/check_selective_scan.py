@@ -193,14 +193,15 @@ def copy_bandwidth():
     return {"bytes": 2 * x.numel() * 4, "ms": ms, "TB_per_s": 2 * x.numel() * 4 / ms / 1e9}
 
 
-KNOBS = ("NUM_WARPS", "TILE_BYTES", "BWD_TILE_BYTES", "CHUNK")
+KNOBS = ("CHUNK", "FWD_BLOCK_D", "FWD_WARPS", "BWD_BLOCK_D", "BWD_WARPS")
 SWEEP = [  # values of KNOBS; the first is the default
-    (4, 16, 16, 64),
-    (4, 16, 8, 64),
-    (2, 16, 16, 64),
-    (1, 16, 16, 64),
-    (4, 16, 16, 128),
-    (2, 16, 8, 64),
+    (64, 16, 4, 16, 2),
+    (64, 16, 4, 16, 4),
+    (64, 32, 4, 32, 4),
+    (64, 16, 2, 16, 2),
+    (128, 16, 4, 16, 4),
+    (32, 32, 4, 32, 4),
+    (64, 8, 2, 8, 2),
 ]
 
 

@@ -262,36 +262,35 @@ def assert_relative_error(got, want, tol):
 
 @pytest.fixture
 def interpreter_tiles(monkeypatch):
-    """Tiles of 64 bytes (16 float32 steps): the interpreter pays per operation, so larger
-    tiles than a GPU's 16 bytes keep these tests fast. Tests that need more set more."""
-    monkeypatch.setattr(kernels, "TILE_BYTES", 64)
-    monkeypatch.setattr(kernels, "BWD_TILE_BYTES", 64)
+    """Tiles of 16 steps: the interpreter pays per operation, not per element, so tiles this
+    size keep these tests fast while sequences of a few tiles still cross tile boundaries."""
+    monkeypatch.setattr(kernels, "CHUNK", 16)
 
 
 ALL = {"D": True, "z": True, "bias": True}
 TRITON_CASES = [
-    # (length, dim, dstate, groups, options, softplus, tile bytes forward and backward, CHUNK):
-    # a float32 tile of 64 bytes is 16 steps, of 16 bytes (a GPU's) 4 steps; CHUNK steps
-    # between saved states.
-    pytest.param(1, 4, 4, None, {}, False, (64, 64), 64, id="L1-plain"),
-    pytest.param(7, 4, 16, 2, ALL, True, (64, 64), 64, id="L7-N16-all"),
-    pytest.param(33, 4, 4, None, {"D": True, "bias": True}, True, (64, 64), 32, id="L33-2chunks"),
-    pytest.param(33, 8, 4, 2, {"z": True}, False, (64, 64), 16, id="L33-dim8-g2-chunk=tile"),
-    pytest.param(64, 4, 4, 4, ALL, True, (64, 32), 32, id="L64-groups4-bwd-tile8"),
-    pytest.param(38, 4, 4, 2, {"D": True, "z": True}, True, (16, 16), 16, id="L38-gpu-tiles"),
+    # (length, dim, dstate, groups, options, softplus, CHUNK (steps per tile), channels per
+    # program in the forward and the backward): several programs per group exercise the sums
+    # of dB and dC across programs; lengths that are not a multiple of CHUNK, the masks.
+    pytest.param(1, 4, 4, None, {}, False, 16, (16, 16), id="L1-plain"),
+    pytest.param(7, 4, 16, 2, ALL, True, 16, (16, 16), id="L7-N16-all"),
+    pytest.param(33, 4, 4, None, {"D": True, "bias": True}, True, 16, (4, 2), id="L33-3tiles"),
+    pytest.param(33, 8, 5, 2, {"z": True}, False, 8, (2, 1), id="L33-N5-dim8-g2-tile8"),
+    pytest.param(64, 4, 4, 4, ALL, True, 32, (1, 1), id="L64-groups4-tile32"),
+    pytest.param(38, 6, 3, 2, {"D": True, "z": True}, True, 4, (2, 2), id="L38-dim6-tile4"),
 ]
 
 
 @pytest.mark.triton
 @pytest.mark.parametrize(
-    ("length", "dim", "dstate", "groups", "opts", "softplus", "tile_bytes", "chunk"), TRITON_CASES
+    ("length", "dim", "dstate", "groups", "opts", "softplus", "chunk", "block_d"), TRITON_CASES
 )
 def test_triton_matches_reference_float32(
-    length, dim, dstate, groups, opts, softplus, tile_bytes, chunk, monkeypatch
+    length, dim, dstate, groups, opts, softplus, chunk, block_d, monkeypatch
 ):
-    monkeypatch.setattr(kernels, "TILE_BYTES", tile_bytes[0])
-    monkeypatch.setattr(kernels, "BWD_TILE_BYTES", tile_bytes[1])
     monkeypatch.setattr(kernels, "CHUNK", chunk)
+    monkeypatch.setattr(kernels, "FWD_BLOCK_D", block_d[0])
+    monkeypatch.setattr(kernels, "BWD_BLOCK_D", block_d[1])
     opts = {"D": False, "z": False, "bias": False} | opts
     x = make_inputs(dim=dim, dstate=dstate, length=length, groups=groups, **opts, seed=length)
     dout = randn(2, dim, length, seed=length + 1)
@@ -307,10 +306,23 @@ def test_triton_matches_reference_float32(
 
 
 @pytest.mark.triton
+def test_triton_forward_without_grad_returns_the_last_state(interpreter_tiles):
+    # No backward to follow: no saved states, only the last one.
+    x = make_inputs(length=21, groups=2, seed=5)
+    fp32 = {k: v.float() for k, v in x.items()}
+    with torch.no_grad():
+        out, last = kernels.selective_scan_triton(
+            **fp32, delta_softplus=True, return_last_state=True
+        )
+    want_out, want_last = selective_scan_ref(**x, delta_softplus=True, return_last_state=True)
+    assert_relative_error(
+        {"out": out, "last": last}, {"out": want_out, "last": want_last}, FP32_TOL
+    )
+
+
+@pytest.mark.triton
 def test_triton_bfloat16_within_bfloat16_precision(monkeypatch):
-    monkeypatch.setattr(kernels, "TILE_BYTES", 32)  # 16 bf16 steps
-    monkeypatch.setattr(kernels, "BWD_TILE_BYTES", 32)
-    monkeypatch.setattr(kernels, "CHUNK", 32)
+    monkeypatch.setattr(kernels, "CHUNK", 16)
     x = make_inputs(length=40, groups=2, dtype=torch.bfloat16, seed=1)
     x["A"], x["delta_bias"] = x["A"].float(), x["delta_bias"].float()  # as Mamba keeps them
     dout = randn(2, 4, 40, seed=11, dtype=torch.bfloat16)
@@ -327,8 +339,7 @@ def test_triton_bfloat16_within_bfloat16_precision(monkeypatch):
 @pytest.mark.triton
 def test_triton_deterministic_mode_equals_atomic_mode(monkeypatch, interpreter_tiles):
     # One channel per program: dB and dC sum two programs per group, by atomics or partials.
-    blocks = kernels._blocks
-    monkeypatch.setattr(kernels, "_blocks", lambda *args: (1, *blocks(*args)[1:]))
+    monkeypatch.setattr(kernels, "BWD_BLOCK_D", 1)
     x = make_inputs(length=20, dim=4, groups=2, dtype=torch.float32, seed=2)
     dout = randn(2, 4, 20, seed=12, dtype=torch.float32)
     atomic = run_scan(kernels.selective_scan_triton, x, dout, True)
