@@ -74,6 +74,13 @@ def test_goals_with_an_errored_anchor_and_a_new_op(tmp_path):
     assert ssd[0]["status"] == "no measurement in data/bench yet"
     assert isinstance(kernel_benchmarks.plot(results), Figure)
     assert "anchor failed" in kernel_benchmarks.goals_table(results)
+    text = kernel_benchmarks.prose(results)
+    assert "2.50× faster" in text["bench-comparisons"]
+    assert text["bench-failed"] == "mamba_ssm selective_scan_fn (CUDA) in 1 case (RuntimeError)"
+    assert "met in 1 of 1 case; best 0.40×" in text["bench-goals"]
+    assert "1 more without a measurement" in text["bench-goals"]
+    assert "**SSD** (at most 1.00×" in text["bench-goals"] and "not measured" in text["bench-goals"]
+    assert text["bench-decode"] == "not measured in this run"
 
 
 def test_missed_goals_report_the_factor(tmp_path):
@@ -84,6 +91,47 @@ def test_missed_goals_report_the_factor(tmp_path):
     assert fwd["met"] is (ratio <= 1.0)
     if not fwd["met"]:
         assert f"{ratio:.2f}x too slow" in fwd["status"]
+
+
+def test_summary_numbers_are_the_files_ratios():
+    """Every ratio and fraction the chapter's text quotes is the JSON's own ``ratio_to`` and
+    ``bandwidth_fraction``, and the text is made from them."""
+    results = kernel_benchmarks.run(kernel_benchmarks.config("ci"))
+    files = {p.name: json.loads(p.read_text()) for p in sorted(BENCH.glob("bench_*.json"))}
+    raw = [(r["op"], c) for r in files.values() for c in r["cases"]]
+    by_label = dict(zip([c["label"] for c in results["cases"]], raw, strict=True))
+    summary = kernel_benchmarks.summary(results)
+    quoted = 0
+    for comp in summary["comparisons"]:
+        for row in comp["cases"]:
+            op, case = by_label[row["label"]]
+            assert (op, case["case"]) == (comp["op"], comp["case"])
+            assert row["ratio"] == case["ratio_to"][comp["anchor"]]
+            quoted += 1
+        assert comp["fastest"]["ratio"] == min(r["ratio"] for r in comp["cases"])
+        assert comp["slowest"]["ratio"] == max(r["ratio"] for r in comp["cases"])
+    assert quoted == sum(len(c.get("ratio_to", {})) for _, c in raw)
+    for b in summary["bandwidth"]:
+        assert b["fraction"] == by_label[b["label"]][1]["bandwidth_fraction"]
+    for goal in summary["goals"]:
+        assert goal["met"] + goal["missed"] == goal["measured"]
+        for row in goal["rows"]:
+            if row.get("anchor"):
+                assert row["value"] == by_label[row["case"]][1]["ratio_to"][row["anchor"]]
+    text = kernel_benchmarks.prose(results)
+    for comp in summary["comparisons"]:
+        assert kernel_benchmarks.speed(comp["fastest"]["ratio"]) in text["bench-comparisons"]
+    for goal in summary["goals"]:
+        assert f"**{goal['goal']}**" in text["bench-goals"]
+    measured = sum(g["measured"] for g in summary["goals"])
+    assert f"of the {measured} measured cases" in text["bench-goals-headline"]
+
+
+def test_speed_in_words():
+    assert kernel_benchmarks.speed(0.25) == "4.00× faster"
+    assert kernel_benchmarks.speed(1.72) == "1.72× slower"
+    assert kernel_benchmarks.speed(0.02) == "50× faster"
+    assert kernel_benchmarks.speed(1.0) == "as fast"
 
 
 def test_no_results_is_an_actionable_error(tmp_path):

@@ -6,8 +6,9 @@ attention, plain PyTorch) and writes ``data/bench/bench_<op>.json``: the device 
 copy bandwidth, and per case the median milliseconds of ours (``"ssm (Triton)"``) and of each
 anchor, ``ratio_to`` (ours / anchor, below 1 means faster), ``bandwidth_fraction`` and
 ``errors`` (anchors that could not run). :func:`run` reads whatever files and cases are there;
-:func:`plot` draws the ratios, :func:`plot_bandwidth` the fractions of copy bandwidth, and
-:func:`goals_table` checks them against the goals of the project.
+:func:`plot` draws the ratios, :func:`plot_bandwidth` the fractions of copy bandwidth,
+:func:`goals_table` checks them against the goals of the project, and :func:`summary` and
+:func:`prose` give the numbers and sentences the chapter quotes, so that its text follows the data.
 
 Explained in the chapter "Making SSMs fast".
 """
@@ -91,15 +92,14 @@ def _bench_dir(cfg: dict[str, Any]) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
-def _labels(cases: list[dict[str, Any]]) -> list[str]:
-    """``case`` names, with the config values that tell apart cases of the same name."""
-    labels = []
+def _variants(cases: list[dict[str, Any]]) -> list[str]:
+    """The config values that tell apart cases of the same name ("" for a case alone)."""
+    variants = []
     for c in cases:
         same = [o for o in cases if o["op"] == c["op"] and o["case"] == c["case"]]
         keys = [k for k in c["config"] if len({str(o["config"].get(k)) for o in same}) > 1]
-        extra = ", ".join(f"{k} {c['config'][k]}" for k in keys)
-        labels.append(f"{c['case']} ({extra})" if extra else c["case"])
-    return labels
+        variants.append(", ".join(f"{k} {c['config'][k]}" for k in keys))
+    return variants
 
 
 def load(bench_dir: Path | str) -> dict[str, Any]:
@@ -108,7 +108,10 @@ def load(bench_dir: Path | str) -> dict[str, Any]:
     for path in sorted(Path(bench_dir).glob("bench_*.json")):
         record = json.loads(path.read_text())
         op = record.get("op", path.stem.removeprefix("bench_"))
-        files.append({"file": path.name, "op": op} | {k: record.get(k) for k in PROVENANCE})
+        files.append(
+            {"file": path.name, "op": op, "anchors": dict(record.get("anchors") or {})}
+            | {k: record.get(k) for k in PROVENANCE}
+        )
         for raw in record.get("cases", []):
             ms = dict(raw.get("ms", {}))
             cases.append(
@@ -124,9 +127,16 @@ def load(bench_dir: Path | str) -> dict[str, Any]:
                     "failed": raw.get("error"),  # the whole op failed to run
                 }
             )
-    for case, label in zip(cases, _labels(cases), strict=True):
-        case["label"] = label
+    for case, variant in zip(cases, _variants(cases), strict=True):
+        case["variant"] = variant
+        case["label"] = f"{case['case']} ({variant})" if variant else case["case"]
     return {"files": files, "cases": cases}
+
+
+def ratio(case: dict[str, Any], anchor: str) -> float:
+    """Our time over ``anchor``'s: the file's ``ratio_to`` where it has one, else from the times."""
+    value = case["ratio_to"].get(anchor)
+    return value if value is not None else case["ours_ms"] / case["anchors_ms"][anchor]
 
 
 def _evaluate(goal: dict[str, Any], case: dict[str, Any]) -> dict[str, Any]:
@@ -151,13 +161,13 @@ def _evaluate(goal: dict[str, Any], case: dict[str, Any]) -> dict[str, Any]:
         why = "anchor failed to run" if failed else "not measured"
         return row | {"value": None, "status": why}
     anchor = min(timed, key=timed.get)
-    ratio = case["ours_ms"] / timed[anchor]
-    met = ratio <= goal["goal"]
-    status = f"met ({ratio:.2f}x)" if met else f"missed ({ratio / goal['goal']:.2f}x too slow)"
+    value = ratio(case, anchor)
+    met = value <= goal["goal"]
+    status = f"met ({value:.2f}x)" if met else f"missed ({value / goal['goal']:.2f}x too slow)"
     if met and goal["aim"] is not None:
-        aimed = ratio <= goal["aim"]
-        status += ", aim met" if aimed else f", aim missed by {ratio / goal['aim']:.2f}x"
-    return row | {"value": ratio, "met": met, "anchor": anchor, "status": status}
+        aimed = value <= goal["aim"]
+        status += ", aim met" if aimed else f", aim missed by {value / goal['aim']:.2f}x"
+    return row | {"value": value, "met": met, "anchor": anchor, "status": status}
 
 
 def evaluate_goals(loaded: dict[str, Any]) -> list[dict[str, Any]]:
@@ -222,15 +232,15 @@ def goals_table(results: dict[str, Any]) -> str:
     header = ("goal", "case", "against", "measured", "goal", "aim", "status")
     rows = []
     for r in results["goals"]:
-        ratio = r["goal"] != "decode"
+        is_ratio = r["goal"] != "decode"
         rows.append(
             (
                 r["goal"],
                 r["case"],
                 r["against"],
-                _fmt(r["value"], ratio),
-                ("<= " if ratio else ">= ") + _fmt(r["target"], ratio),
-                "<= " + _fmt(r["aim"], ratio) if r["aim"] is not None else "-",
+                _fmt(r["value"], is_ratio),
+                ("<= " if is_ratio else ">= ") + _fmt(r["target"], is_ratio),
+                "<= " + _fmt(r["aim"], is_ratio) if r["aim"] is not None else "-",
                 r["status"],
             )
         )
@@ -238,6 +248,202 @@ def goals_table(results: dict[str, Any]) -> str:
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) for row in rows]
     head = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
     return "\n".join([head, "-" * len(head), *(line.rstrip() for line in lines)])
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    """Every number the chapter's text quotes, read from the results (nothing typed by hand).
+
+    ``comparisons``: per (op, case name, anchor), the ratio (ours / anchor, the file's
+    ``ratio_to``) of every size measured, with the fastest and the slowest; ``failed``: per
+    anchor, the cases where it failed to run and the exception types; ``unavailable``: anchors
+    that could not be loaded at all (no case has them); ``bandwidth``: the fraction of copy
+    bandwidth of every case; ``goals``: per goal of :data:`GOALS`, its rows of the goals table
+    and how many cases meet it, meet its aim, miss it, or have no measurement.
+    """
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    failed: dict[str, dict[str, Any]] = {}
+    for c in results["cases"]:
+        if c["ours_ms"] is not None:
+            for anchor in c["anchors_ms"]:
+                groups.setdefault((c["op"], c["case"], anchor), []).append(
+                    {"label": c["label"], "variant": c["variant"], "ratio": ratio(c, anchor)}
+                )
+        for anchor, error in c["errors"].items():
+            entry = failed.setdefault(anchor, {"anchor": anchor, "cases": [], "errors": []})
+            entry["cases"].append(c["label"])
+            kind = str(error).split(":", 1)[0]
+            if kind not in entry["errors"]:
+                entry["errors"].append(kind)
+    comparisons = [
+        {
+            "op": op,
+            "case": case,
+            "anchor": anchor,
+            "cases": rows,
+            "fastest": min(rows, key=lambda r: r["ratio"]),
+            "slowest": max(rows, key=lambda r: r["ratio"]),
+        }
+        for (op, case, anchor), rows in groups.items()
+    ]
+    unavailable: dict[str, str] = {}
+    for f in results["files"]:
+        for name, state in f.get("anchors", {}).items():
+            if state != "ok" and name not in unavailable:
+                unavailable[name] = str(state)
+    bandwidth = [
+        {
+            "op": c["op"],
+            "case": c["case"],
+            "label": c["label"],
+            "batch": c["config"].get("batch"),
+            "fraction": c["bandwidth_fraction"],
+        }
+        for c in results["cases"]
+        if c["bandwidth_fraction"] is not None
+    ]
+    goals = []
+    for goal in GOALS:
+        rows = [r for r in results["goals"] if r["goal"] == goal["name"]]
+        measured = [r for r in rows if r.get("value") is not None]
+        met = [r for r in measured if r["met"]]
+        # best first: the lowest ratio, or the highest fraction of bandwidth
+        ranked = sorted(measured, key=lambda r: r["value"], reverse=goal["metric"] != "ratio")
+        aim_met = [r for r in met if goal["aim"] is not None and r["value"] <= goal["aim"]]
+        goals.append(
+            {
+                "goal": goal["name"],
+                "metric": goal["metric"],
+                "against": goal["against"],
+                "target": goal["goal"],
+                "aim": goal["aim"],
+                "rows": rows,
+                "measured": len(measured),
+                "met": len(met),
+                "aim_met": len(aim_met),
+                "missed": len(measured) - len(met),
+                "unmeasured": [r["status"] for r in rows if r.get("value") is None],
+                "best": ranked[0] if ranked else None,
+                "worst": ranked[-1] if ranked else None,
+            }
+        )
+    return {
+        "comparisons": comparisons,
+        "failed": list(failed.values()),
+        "unavailable": unavailable,
+        "bandwidth": bandwidth,
+        "goals": goals,
+    }
+
+
+def speed(r: float) -> str:
+    """A ratio (ours / anchor) in words: "2.56× faster", "1.72× slower", "as fast"."""
+    if r == 1.0:
+        return "as fast"
+    factor = 1 / r if r < 1 else r
+    number = f"{factor:.2f}" if factor < 10 else f"{factor:.0f}"
+    return f"{number}× {'faster' if r < 1 else 'slower'}"
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:.0f}%"
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _comparison_line(comp: dict[str, Any]) -> str:
+    head = f"- `{comp['case']}` against {comp['anchor']}: "
+    fast, slow = comp["fastest"], comp["slowest"]
+    if len(comp["cases"]) == 1:
+        return head + f"{speed(fast['ratio'])}"
+    return head + (
+        f"over {len(comp['cases'])} sizes, from {speed(fast['ratio'])} ({fast['variant']}) "
+        f"to {speed(slow['ratio'])} ({slow['variant']})"
+    )
+
+
+def _goal_line(g: dict[str, Any]) -> str:
+    is_ratio = g["metric"] == "ratio"
+    if is_ratio:
+        target = f"at most {g['target']:.2f}× the time of {g['against']}"
+        if g["aim"] is not None:
+            target += f", aim {g['aim']:.2f}×"
+    else:
+        target = f"at least {_pct(g['target'])} of copy bandwidth"
+    line = f"- **{g['goal']}** ({target}): "
+    if not g["measured"]:
+        reasons = sorted(set(g["unmeasured"]))
+        return line + f"not measured in this run ({'; '.join(reasons)})."
+
+    def value(r: dict[str, Any]) -> str:
+        return f"{r['value']:.2f}×" if is_ratio else _pct(r["value"])
+
+    parts = [f"met in {g['met']} of {g['measured']} case{'s' if g['measured'] > 1 else ''}"]
+    if g["met"]:
+        parts.append(f"best {value(g['best'])} (`{g['best']['case']}`)")
+        if g["aim"] is not None:
+            parts.append(f"aim met in {g['aim_met']} of those")
+    if g["missed"]:
+        w = g["worst"]
+        factor = w["value"] / g["target"]
+        by = f"{factor:.2f}× too slow" if is_ratio else f"at {value(w)}, {factor:.2f}× the goal"
+        parts.append(f"missed in {g['missed']}, worst `{w['case']}` {by}")
+    if g["unmeasured"]:
+        parts.append(f"{len(g['unmeasured'])} more without a measurement")
+    return line + "; ".join(parts) + "."
+
+
+def prose(results: dict[str, Any]) -> dict[str, str]:
+    """The chapter's data-dependent text, as Markdown glued into the captions and paragraphs:
+
+    ``bench-comparisons`` (list, Figure 1), ``bench-failed`` and ``bench-unavailable`` (inline:
+    anchors that failed in a case, or could not be loaded), ``bench-decode`` and
+    ``bench-training-bandwidth`` (inline, Figure 2), ``bench-goals-headline`` (inline) and
+    ``bench-goals`` (list, after the goals table).
+    """
+    s = summary(results)
+    failed = [
+        f"{f['anchor']} in {len(f['cases'])} case{'s' if len(f['cases']) > 1 else ''} "
+        f"({', '.join(f['errors'])})"
+        for f in s["failed"]
+    ]
+    unavailable = [
+        f"`{name}` ({state.split('(', 1)[0]})" for name, state in s["unavailable"].items()
+    ]
+    decode = [b for b in s["bandwidth"] if b["op"] == "decode"]
+    batches = sorted({b["batch"] for b in decode if b["batch"] is not None}, reverse=True)
+    per_batch = []
+    for batch in batches:
+        steps = sorted((b for b in decode if b["batch"] == batch), key=lambda b: -b["fraction"])
+        per_batch.append(
+            f"at batch {batch}, " + _join([f"{b['case']} {_pct(b['fraction'])}" for b in steps])
+        )
+    goal = next(g["goal"] for g in GOALS if g["metric"] == "bandwidth")
+    training = [b["fraction"] for b in s["bandwidth"] if b["op"] != "decode"]
+    measured = sum(g["measured"] for g in s["goals"])
+    met = sum(g["met"] for g in s["goals"])
+    return {
+        "bench-comparisons": "\n".join(_comparison_line(c) for c in s["comparisons"]),
+        "bench-failed": "; ".join(failed) if failed else "none",
+        "bench-unavailable": ", ".join(unavailable) if unavailable else "none",
+        "bench-decode": (
+            "; ".join(per_batch) + f" (the goal, dashed, is {_pct(goal)} at batch 64)"
+            if per_batch
+            else "not measured in this run"
+        ),
+        "bench-training-bandwidth": (
+            f"between {_pct(min(training))} and {_pct(max(training))}"
+            if training
+            else "not measured in this run"
+        ),
+        "bench-goals-headline": (
+            f"{met} of the {measured} measured cases meet their goal"
+            if measured
+            else "no case has a measurement against its goal"
+        ),
+        "bench-goals": "\n".join(_goal_line(g) for g in s["goals"]),
+    }
 
 
 def _op_colors(cases: list[dict[str, Any]]) -> dict[str, str]:
@@ -254,22 +460,20 @@ def plot(results: dict[str, Any]):
     colors = _op_colors(results["cases"])
     rows = []  # (label, ratio or None, op)
     for c in cases:
-        for anchor, ms in c["anchors_ms"].items():
-            rows.append((f"{c['label']}: vs {anchor}", c["ours_ms"] / ms, c["op"]))
+        for anchor in c["anchors_ms"]:
+            rows.append((f"{c['label']}: vs {anchor}", ratio(c, anchor), c["op"]))
         for anchor in c["errors"]:
             rows.append((f"{c['label']}: vs {anchor} (failed to run)", None, c["op"]))
     fig, ax = plotting.subplots(1, 1, width=plotting.WIDTH + 1.5, height=0.28 * len(rows) + 1.2)
     y = np.arange(len(rows))[::-1]
     ratios = [r for _, r, _ in rows if r is not None]
-    for yi, (_, ratio, op) in zip(y, rows, strict=True):
-        if ratio is None:
+    for yi, (_, r, op) in zip(y, rows, strict=True):
+        if r is None:
             ax.plot([1.0], [yi], marker="x", color=plotting.PALETTE["black"], ms=6)
         else:
-            ax.plot([1.0, ratio], [yi, yi], color=colors[op], lw=1.2, alpha=0.5)
-            ax.plot([ratio], [yi], "o", color=colors[op])
-            ax.annotate(
-                f"{ratio:.2f}", (ratio, yi), xytext=(5, -3), textcoords="offset points", fontsize=8
-            )
+            ax.plot([1.0, r], [yi, yi], color=colors[op], lw=1.2, alpha=0.5)
+            ax.plot([r], [yi], "o", color=colors[op])
+            ax.annotate(f"{r:.2f}", (r, yi), xytext=(5, -3), textcoords="offset points", fontsize=8)
     ax.axvline(1.0, color=plotting.PALETTE["black"], lw=1)
     ax.set_xscale("log")
     lo, hi = min([*ratios, 0.5]), max([*ratios, 2.0])
