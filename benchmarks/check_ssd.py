@@ -253,8 +253,8 @@ def sweep(sizes, chunk_size, seed, deadline):
     return rows
 
 
-VARIANT_KNOBS = ("USE_CB", "BLOCK_M_MAX", "NUM_WARPS")
-VARIANTS = [(True, 64, 4), (False, 64, 4), (True, 64, 8), (True, 128, 8), (True, 32, 4)]
+VARIANT_KNOBS = ("HEADS_INNER", "USE_CB", "BLOCK_M_MAX", "NUM_WARPS")
+VARIANTS = [(False, False, 64, 4), (True, True, 64, 4), (True, False, 64, 4), (True, True, 32, 4)]
 
 
 def vs_mamba(sizes, chunk_size, seed, deadline):

@@ -415,12 +415,14 @@ def test_triton_fp32_matches_reference(poisoned, shape, chunk_size):
     assert_close(got, want, 100 * torch.finfo(torch.float32).eps)
 
 
+@pytest.mark.parametrize("heads_inner", [False, True], ids=["heads-outer", "heads-inner"])
 @pytest.mark.parametrize("use_cb", [False, True], ids=["cb-per-head", "cb-per-group"])
-def test_triton_several_blocks_per_chunk(poisoned, monkeypatch, use_cb):
+def test_triton_several_blocks_per_chunk(poisoned, monkeypatch, use_cb, heads_inner):
     """Blocks of 16 steps in chunks of 32 (rows and columns in different blocks) and dB/dC
     summed over heads by several programs (one head each); the products C_t·B_s computed per
     head inside the kernels or once per group by their own kernel."""
     monkeypatch.setattr(ssd_triton_module, "USE_CB", use_cb)
+    monkeypatch.setattr(ssd_triton_module, "HEADS_INNER", heads_inner)
     monkeypatch.setattr(ssd_triton_module, "BLOCK_M_MAX", 16)
     monkeypatch.setattr(ssd_triton_module, "HEADS_PER_PROGRAM", 1)
     shape = dict(batch=1, length=45, heads=4, headdim=4, groups=1, nstate=8, D="H", z=True,

@@ -46,6 +46,7 @@ HEADS_PER_PROGRAM = 8  # heads summed by one program of the dB/dC kernel (a divi
 STATE_BLOCK = 1024  # elements of the (P·N) state per program of the scans over chunks
 GATE_BLOCK = (32, 128)  # (rows, columns) per program of the gate's backward
 STAGES = (3, 2, 1)  # software-pipelining depths to try, deepest first
+HEADS_INNER = True  # heads of one chunk adjacent in the per-chunk kernels' grids
 USE_CB = False  # compute the C_t·B_s products once per group (chunk_cb_kernel), not per head
 _stages_that_fit: dict[tuple, int] = {}
 
@@ -92,8 +93,11 @@ class _Sizes:
     def sizes(self) -> tuple[int, ...]:  # the (L, H, G, P, N, Q, K) arguments of the kernels
         return (self.L, self.H, self.G, self.P, self.N, self.Q, self.K)
 
-    def chunk_grid(self, heads_or_groups: int) -> tuple[int, int]:
-        return (self.batch * self.K * triton.cdiv(self.Q, self.block_m), heads_or_groups)
+    def chunk_grid(self, heads_or_groups: int, per_chunk: int | None = None) -> tuple[int, ...]:
+        per_chunk = per_chunk or triton.cdiv(self.Q, self.block_m)
+        if HEADS_INNER:
+            return (self.batch * self.K * per_chunk * heads_or_groups,)
+        return (self.batch * self.K * per_chunk, heads_or_groups)
 
     def state_grid(self) -> tuple[int, int, int]:
         return (self.batch, self.H, triton.cdiv(self.P * self.N, STATE_BLOCK))
@@ -104,9 +108,10 @@ def _chunk_outer(s: _Sizes, u, v, dt, a, to_end: bool) -> torch.Tensor:
     out = torch.empty(s.batch, s.K, s.H, s.P, s.N, device=u.device, dtype=torch.float32)
     tiles = triton.cdiv(s.P, s.tile_p) * triton.cdiv(s.N, s.tile_n)
     _launch(
-        chunk_outer_kernel, (s.batch * s.K * tiles, s.H),
+        chunk_outer_kernel, s.chunk_grid(s.H, tiles),
         u, v, dt, a, out, s.L, s.H, s.G, s.P, s.N, s.Q, s.K,
-        TO_END=to_end, BLOCK_P=s.tile_p, BLOCK_N=s.tile_n, BLOCK_K=s.block_m,
+        TO_END=to_end, HEADS_INNER=HEADS_INNER,
+        BLOCK_P=s.tile_p, BLOCK_N=s.tile_n, BLOCK_K=s.block_m,
     )  # fmt: skip
     return out
 
@@ -152,6 +157,7 @@ def _forward(x, dt_in, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_so
         *s.sizes(),
         HAS_D=D is not None, D_PER_DIM=D is not None and D.ndim == 2, HAS_Z=z is not None,
         STORE_Y=ungated is not None, USE_CB=cb is not None,
+        HEADS_INNER=HEADS_INNER,
         BLOCK_M=s.block_m, BLOCK_K=s.block_m, BLOCK_P=s.block_p, BLOCK_N=s.block_n,
     )  # fmt: skip
     return out, final, dt, a, prev, ungated
@@ -206,6 +212,7 @@ def _backward(ctx, dout, dfinal):
         cb if cb is not None else a,
         *s.sizes(),
         HAS_D=D is not None, D_PER_DIM=D is not None and D.ndim == 2, USE_CB=cb is not None,
+        HEADS_INNER=HEADS_INNER,
         BLOCK_M=s.block_m, BLOCK_K=s.block_m, BLOCK_P=s.block_p, BLOCK_N=s.block_n,
     )  # fmt: skip
     splits = s.H // s.G // s.heads_per_program  # programs per group, each its own slot
@@ -216,7 +223,7 @@ def _backward(ctx, dout, dfinal):
         _launch(
             chunk_bwd_dbc_kernel, s.chunk_grid(s.G * splits),
             x, dy, other, dt, a, st, grad, C, dout_decay, *s.sizes(),
-            FOR_B=for_b, HEADS=s.heads_per_program,
+            FOR_B=for_b, HEADS=s.heads_per_program, HEADS_INNER=HEADS_INNER,
             BLOCK_M=s.block_m, BLOCK_K=s.block_m, BLOCK_P=s.block_p, BLOCK_N=s.block_n,
         )  # fmt: skip
     del cb

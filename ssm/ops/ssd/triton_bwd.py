@@ -13,7 +13,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_fwd import mma
+from .triton_fwd import chunk_program, mma
 
 
 @triton.jit
@@ -86,6 +86,7 @@ def chunk_bwd_dx_kernel(
     dx_ptr, ddt_ptr, dweight_ptr, ddecay_ptr, cb_ptr,
     L, H, G, P, N, Q, nchunks,
     HAS_D: tl.constexpr, D_PER_DIM: tl.constexpr, USE_CB: tl.constexpr,
+    HEADS_INNER: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """For the steps s of a block of rows, the gradient of ``dt_s x_s``,
@@ -102,11 +103,9 @@ def chunk_bwd_dx_kernel(
     ``USE_CB`` the products ``B_s·C_t`` are read from ``chunk_cb_kernel``'s output.
     Grid ``(B·K·blocks of BLOCK_M steps, H)``, the blocks of one chunk adjacent."""
     blocks = tl.cdiv(Q, BLOCK_M)
-    pid_bk = tl.program_id(0) // blocks
-    blk = tl.program_id(0) % blocks
+    pid_bk, h, blk = chunk_program(blocks, H, HEADS_INNER)
     b = (pid_bk // nchunks).to(tl.int64)
     k = pid_bk % nchunks
-    h = tl.program_id(1)
     g = h // (H // G)
     dot_dtype = x_ptr.dtype.element_ty
     steps = tl.minimum(Q, L - k * Q)
@@ -189,7 +188,7 @@ def chunk_bwd_dx_kernel(
 def chunk_bwd_dbc_kernel(
     x_ptr, dy_ptr, other_ptr, dt_ptr, a_ptr, st_ptr, out_ptr, C_ptr, dout_decay_ptr,
     L, H, G, P, N, Q, nchunks,
-    FOR_B: tl.constexpr, HEADS: tl.constexpr,
+    FOR_B: tl.constexpr, HEADS: tl.constexpr, HEADS_INNER: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Gradient of B (``FOR_B``) or of C for a block of steps, summed over the heads of a group:
@@ -206,15 +205,15 @@ def chunk_bwd_dbc_kernel(
     Grid ``(B·K·blocks of BLOCK_M steps, G·H/G/HEADS)``, the blocks of one chunk adjacent.
     """
     blocks = tl.cdiv(Q, BLOCK_M)
-    pid_bk = tl.program_id(0) // blocks
+    splits = H // G // HEADS
+    pid_bk, pid_g, blk = chunk_program(blocks, G * splits, HEADS_INNER)
     b = (pid_bk // nchunks).to(tl.int64)
     k = pid_bk % nchunks
-    splits = H // G // HEADS
-    g = tl.program_id(1) // splits
-    split = tl.program_id(1) % splits
+    g = pid_g // splits
+    split = pid_g % splits
     dot_dtype = x_ptr.dtype.element_ty
     steps = tl.minimum(Q, L - k * Q)
-    first = (tl.program_id(0) % blocks) * BLOCK_M
+    first = blk * BLOCK_M
     rows = first + tl.arange(0, BLOCK_M)
     row_ok = rows < steps
     p = tl.arange(0, BLOCK_P)
@@ -285,6 +284,6 @@ def chunk_bwd_dbc_kernel(
                 other=0.0,
             )  # (K, N)
             acc += mma((uv * w).to(dot_dtype), o.to(dot_dtype))
-    batch = tl.num_programs(0) // blocks // nchunks
+    batch = tl.num_programs(0) * tl.num_programs(1) // (blocks * nchunks * G * splits)
     out = (((split * batch + b) * L + k * Q + rows[:, None]) * G + g) * N + n[None, :]
     tl.store(out_ptr + out, acc, mask=row_ok[:, None] & (n[None, :] < N))

@@ -32,6 +32,18 @@ def mma(a, b):
 
 
 @triton.jit
+def chunk_program(per_chunk, heads, HEADS_INNER: tl.constexpr):
+    """``(b·K + k, head, piece)`` of this program. Grid ``(B·K·per_chunk, heads)``, or with
+    ``HEADS_INNER`` ``(B·K·heads·per_chunk,)``: the heads of one chunk adjacent too (they share
+    its B, C and C·B products in the L2 cache)."""
+    if HEADS_INNER:
+        pid = tl.program_id(0)
+        return pid // (per_chunk * heads), (pid // per_chunk) % heads, pid % per_chunk
+    else:
+        return tl.program_id(0) // per_chunk, tl.program_id(1), tl.program_id(0) % per_chunk
+
+
+@triton.jit
 def dt_cumsum_kernel(
     dt_ptr, A_ptr, bias_ptr, dt_out_ptr, a_out_ptr,
     L, H, Q, nchunks,
@@ -61,7 +73,7 @@ def dt_cumsum_kernel(
 def chunk_outer_kernel(
     u_ptr, v_ptr, dt_ptr, a_ptr, out_ptr,
     L, H, G, P, N, Q, nchunks,
-    TO_END: tl.constexpr,
+    TO_END: tl.constexpr, HEADS_INNER: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """``out_c = Σ_{t in chunk c} w_t u_t v_tᵀ``, a ``(P, N)`` matrix per chunk and head.
@@ -72,11 +84,9 @@ def chunk_outer_kernel(
     """
     tiles_n = tl.cdiv(N, BLOCK_N)
     tiles = tl.cdiv(P, BLOCK_P) * tiles_n
-    pid_bk = tl.program_id(0) // tiles
-    tile = tl.program_id(0) % tiles
+    pid_bk, h, tile = chunk_program(tiles, H, HEADS_INNER)
     b = (pid_bk // nchunks).to(tl.int64)
     k = pid_bk % nchunks
-    h = tl.program_id(1)
     p = (tile // tiles_n) * BLOCK_P + tl.arange(0, BLOCK_P)
     n = (tile % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
     g = h // (H // G)
@@ -181,7 +191,7 @@ def chunk_scan_fwd_kernel(
     x_ptr, z_ptr, B_ptr, C_ptr, D_ptr, dt_ptr, a_ptr, prev_ptr, out_ptr, y_ptr, cb_ptr,
     L, H, G, P, N, Q, nchunks,
     HAS_D: tl.constexpr, D_PER_DIM: tl.constexpr, HAS_Z: tl.constexpr, STORE_Y: tl.constexpr,
-    USE_CB: tl.constexpr,
+    USE_CB: tl.constexpr, HEADS_INNER: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Steps 1 and 4: ``y_t = exp(a_t) H_{c-1} C_t + Σ_{s≤t} (C_t·B_s) exp(a_t - a_s) dt_s x_s``,
@@ -191,11 +201,9 @@ def chunk_scan_fwd_kernel(
     one chunk adjacent (they share its state and inputs in the L2 cache).
     """
     blocks = tl.cdiv(Q, BLOCK_M)
-    pid_bk = tl.program_id(0) // blocks
-    blk = tl.program_id(0) % blocks
+    pid_bk, h, blk = chunk_program(blocks, H, HEADS_INNER)
     b = (pid_bk // nchunks).to(tl.int64)
     k = pid_bk % nchunks
-    h = tl.program_id(1)
     g = h // (H // G)
     dot_dtype = x_ptr.dtype.element_ty
     steps = tl.minimum(Q, L - k * Q)
