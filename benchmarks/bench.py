@@ -34,6 +34,7 @@ from anchors import (
     import_mamba_submodules,
     import_mambapy_pscan,
 )
+from gpu_common import copy_bandwidth
 from triton.testing import do_bench
 
 from ssm.ops.cauchy import cauchy, cauchy_ref
@@ -61,13 +62,6 @@ def graph_median_ms(fn: Callable[[], object]) -> tuple[float, str]:
     except Exception:  # capture refused (e.g. a host sync): time it eagerly instead
         torch.cuda.synchronize()
         return median_ms(fn), "eager"
-
-
-def copy_bandwidth() -> float:
-    """Device-to-device copy rate in bytes/s, counting bytes read plus bytes written."""
-    x = torch.randn(2**28, device=DEV)  # 1 GiB
-    y = torch.empty_like(x)
-    return 2 * x.numel() * 4 / (median_ms(lambda: y.copy_(x)) * 1e-3)
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -567,7 +561,7 @@ def main() -> None:
             )
         except Exception as err:  # reported in the JSON
             meta["s4_structured_kernels_error"] = repr(err)[:500]
-    bw = copy_bandwidth()
+    bw = copy_bandwidth()["TB_per_s"] * 1e12  # bytes/s
     meta["copy_bandwidth_GBps"] = round(bw / 1e9, 1)
     print(json.dumps(meta))
     runs = {

@@ -21,7 +21,6 @@ Writes ``check_kernels.json`` under ``--out`` after every section.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import platform
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import torch
 import triton
+from gpu_common import copy_bandwidth, poisoned_empty
 from triton.testing import do_bench
 
 import ssm.ops.cauchy.triton as cauchy_kernels
@@ -52,22 +52,6 @@ from ssm.ops.vandermonde import (
 DEVICE = "cuda"
 C64, C128 = torch.complex64, torch.complex128
 CHUNK_H = 64  # channels per chunk of the float64 references
-
-
-@contextlib.contextmanager
-def poisoned_empty():
-    """``torch.empty``/``empty_like`` return NaN-filled floating tensors while active."""
-    empty, empty_like = torch.empty, torch.empty_like
-
-    def nan(out: torch.Tensor) -> torch.Tensor:
-        return out.fill_(float("nan")) if (out.is_floating_point() or out.is_complex()) else out
-
-    torch.empty = lambda *a, **k: nan(empty(*a, **k))
-    torch.empty_like = lambda *a, **k: nan(empty_like(*a, **k))
-    try:
-        yield
-    finally:
-        torch.empty, torch.empty_like = empty, empty_like
 
 
 def bench(fn: Callable[[], object]) -> float:
@@ -448,13 +432,6 @@ def check_prefill(B: int, H: int, N: int, L: int, seed: int) -> dict:
         "ms": ms,
         "state_error_8_channels": max_err(state[:, :8], x),
     }
-
-
-def copy_bandwidth() -> dict:
-    x = torch.randn(2**28, device=DEVICE)  # 1 GiB
-    y = torch.empty_like(x)
-    ms = bench(lambda: y.copy_(x))
-    return {"bytes": 2 * x.numel() * 4, "ms": ms, "TB_per_s": 2 * x.numel() * 4 / ms / 1e9}
 
 
 def public_dispatch(seed: int) -> dict:

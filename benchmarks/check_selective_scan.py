@@ -20,7 +20,6 @@ Writes ``selective_scan.json`` under ``--out`` after every phase, and prints a s
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import platform
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import torch
 import triton
+from gpu_common import copy_bandwidth, poisoned_empty, rel_err
 from triton.testing import do_bench
 
 from ssm.ops.selective_scan import selective_scan, selective_state_update
@@ -67,21 +67,6 @@ def mamba_inputs(batch, dim, dstate, length, dtype, seed):
     }
 
 
-@contextlib.contextmanager
-def poisoned_empty():
-    empty = torch.empty
-
-    def poisoned(*args, **kwargs):
-        out = empty(*args, **kwargs)
-        return out.fill_(float("nan")) if out.is_floating_point() else out
-
-    torch.empty = poisoned
-    try:
-        yield
-    finally:
-        torch.empty = empty
-
-
 def forward_backward(backend, inputs, dout):
     """Output, last state and the gradients of every input, as a dict of tensors."""
     leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
@@ -92,13 +77,6 @@ def forward_backward(backend, inputs, dout):
     return {"out": out, "last_state": last} | {
         f"d{k}": g for k, g in zip(leaves, grads, strict=True)
     }
-
-
-def rel_err(x, truth):
-    x, truth = x.double(), truth.double()
-    if x.isnan().any():
-        return float("nan")
-    return ((x - truth).norm() / truth.norm()).item()
 
 
 def check(dtype, sizes, seed):
@@ -184,13 +162,6 @@ def decode_step(sizes, seed):
             lambda: selective_state_update(state, *args, dt_softplus=True, backend="reference")
         ),
     }
-
-
-def copy_bandwidth():
-    x = torch.randn(2**28, device=DEVICE)  # 1 GiB
-    y = torch.empty_like(x)
-    ms = bench(lambda: y.copy_(x))
-    return {"bytes": 2 * x.numel() * 4, "ms": ms, "TB_per_s": 2 * x.numel() * 4 / ms / 1e9}
 
 
 KNOBS = ("CHUNK", "FWD_BLOCK_D", "FWD_WARPS", "BWD_BLOCK_D", "BWD_WARPS")

@@ -31,7 +31,6 @@ the rest still run), and prints a summary last.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import platform
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import torch
 import triton
+from gpu_common import poisoned_empty, rel_err
 from triton.testing import do_bench
 
 from ssm.ops.ssd import ssd, ssd_state_update
@@ -76,21 +76,6 @@ def mamba2_inputs(batch, length, heads, headdim, groups, nstate, dtype, seed):
     }
 
 
-@contextlib.contextmanager
-def poisoned_empty():
-    empty, empty_like = torch.empty, torch.empty_like
-
-    def poison(t):
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    torch.empty = lambda *a, **k: poison(empty(*a, **k))
-    torch.empty_like = lambda *a, **k: poison(empty_like(*a, **k))
-    try:
-        yield
-    finally:
-        torch.empty, torch.empty_like = empty, empty_like
-
-
 def forward_backward(backend, inputs, chunk_size, cotangents):
     """Output, final state and the gradients of every input, as a dict of tensors."""
     leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
@@ -102,13 +87,6 @@ def forward_backward(backend, inputs, chunk_size, cotangents):
     return {"out": out, "final_states": final} | {
         f"d{k}": g for k, g in zip(leaves, grads, strict=True)
     }
-
-
-def rel_err(x, truth):
-    x, truth = x.double(), truth.double()
-    if not x.isfinite().all():
-        return float("nan")
-    return ((x - truth).norm() / truth.norm()).item()
 
 
 def check(dtype, sizes, chunk_size, seed):
