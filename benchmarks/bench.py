@@ -183,6 +183,11 @@ def bench_selective_scan(anchors: dict, bw: float, quick: bool) -> list[dict]:
                 if callable(pscan) and dim == 2048 and dtype == torch.float32:
                     args = (u, delta, A, B, C, D, z, bias)
                     case.time("mambapy pscan (PyTorch)", run(lambda: _pscan_scan(pscan, *args)))
+                if dim == 2048 and not grads:  # the loop over time takes about a second
+                    case.time(
+                        "PyTorch sequential loop (reference)",
+                        lambda: selective_scan(u, delta, A, B, C, **kw, backend="reference"),
+                    )
                 extra = {}
                 if not grads:
                     with torch.no_grad():
