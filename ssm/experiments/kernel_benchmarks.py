@@ -128,6 +128,7 @@ def load(bench_dir: Path | str) -> dict[str, Any]:
                 }
             )
     for case, variant in zip(cases, _variants(cases), strict=True):
+        variant = variant.replace("torch.", "") if variant else variant  # "dtype bfloat16"
         case["variant"] = variant
         case["label"] = f"{case['case']} ({variant})" if variant else case["case"]
     return {"files": files, "cases": cases}
@@ -464,7 +465,7 @@ def plot(results: dict[str, Any]):
             rows.append((f"{c['label']}: vs {anchor}", ratio(c, anchor), c["op"]))
         for anchor in c["errors"]:
             rows.append((f"{c['label']}: vs {anchor} (failed to run)", None, c["op"]))
-    fig, ax = plotting.subplots(1, 1, width=plotting.WIDTH + 1.5, height=0.28 * len(rows) + 1.2)
+    fig, ax = plotting.subplots(1, 1, width=plotting.WIDTH + 3, height=0.28 * len(rows) + 1.2)
     y = np.arange(len(rows))[::-1]
     ratios = [r for _, r, _ in rows if r is not None]
     for yi, (_, r, op) in zip(y, rows, strict=True):
@@ -473,21 +474,19 @@ def plot(results: dict[str, Any]):
         else:
             ax.plot([1.0, r], [yi, yi], color=colors[op], lw=1.2, alpha=0.5)
             ax.plot([r], [yi], "o", color=colors[op])
-            ax.annotate(f"{r:.2f}", (r, yi), xytext=(5, -3), textcoords="offset points", fontsize=8)
+            text = f"{r:.2f}" if r >= 0.1 else f"{r:.1g}"
+            ax.annotate(text, (r, yi), xytext=(5, -3), textcoords="offset points", fontsize=8)
     ax.axvline(1.0, color=plotting.PALETTE["black"], lw=1)
     ax.set_xscale("log")
     lo, hi = min([*ratios, 0.5]), max([*ratios, 2.0])
     ax.set_xlim(lo / 1.6, hi * 1.8)
     ax.set_yticks(y, [label for label, _, _ in rows], fontsize=8.5)
     ax.grid(axis="y", visible=False)
-    for op, color in colors.items():
-        ax.plot([], [], "o", color=color, label=op)
     plotting.label(
         ax,
         "our time / anchor's time (log scale; < 1: ours is faster)",
         None,
-        "Triton kernels of ssm against the anchors",
-        legend="upper left",
+        "Triton kernels of ssm against the anchors (colour: op)",
     )
     return fig
 
