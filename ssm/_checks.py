@@ -69,3 +69,33 @@ def common_dtype(*xs: torch.Tensor) -> torch.dtype:
     for x in xs[1:]:
         dtype = torch.promote_types(dtype, x.dtype)
     return dtype
+
+
+def real(
+    name: str, x: object, shape: tuple[int, ...] | None = None, what: str = ""
+) -> torch.Tensor | None:
+    """``x`` is ``None``, or a real floating tensor (of exactly ``shape`` when given)."""
+    if x is None:
+        return None
+    x = tensor(name, x, complex_ok=False)
+    if shape is not None and tuple(x.shape) != tuple(shape):
+        meaning = f" ({what})" if what else ""
+        raise ValueError(f"{name} must have shape {tuple(shape)}{meaning}, got {tuple(x.shape)}")
+    return x
+
+
+def one_device(**tensors: object) -> torch.device | None:
+    """All the tensors among ``tensors`` (``None`` and numbers skipped) are on one device, and
+    none is a meta tensor (which holds no data to compute on). Returns that device."""
+    named = {name: t for name, t in tensors.items() if isinstance(t, torch.Tensor)}
+    for name, t in named.items():
+        if t.is_meta:
+            raise ValueError(
+                f"{name} is a meta tensor (shape only, no data); pass a tensor on a CPU or "
+                "CUDA device"
+            )
+    devices = {t.device for t in named.values()}
+    if len(devices) > 1:
+        listed = ", ".join(f"{name} on {t.device}" for name, t in named.items())
+        raise ValueError(f"all tensors must be on one device, got {listed}")
+    return next(iter(devices), None)

@@ -1,15 +1,27 @@
 """How a public op chooses between its PyTorch reference and its Triton kernel.
 
-The choice, in order:
+Every accelerated op calls :func:`choose` once per call, after checking its arguments. The
+choice, in order:
 
 1. the op's ``backend=`` argument, else the environment variable ``SSM_BACKEND``, else ``"auto"``;
 2. ``"reference"`` always runs the reference;
-3. ``"triton"`` runs the kernel, and raises ``RuntimeError`` when it cannot: no Triton installed,
+3. the float64 policy, the same for every op: the kernels compute in float32 (their inputs may
+   be float16, bfloat16 or float32, complex64 for the complex ops), so float64 or complex128
+   inputs run the reference under ``"auto"``, and an explicit ``"triton"`` raises
+   ``ValueError``;
+4. ``"triton"`` runs the kernel, and raises ``RuntimeError`` when it cannot: no Triton installed,
    or tensors not on a CUDA device (CPU tensors are accepted under ``TRITON_INTERPRET=1``, the
    Triton interpreter that the test suite uses);
-4. ``"auto"`` runs the kernel on CUDA tensors if the op's probe (a tiny call of the kernel,
-   compared with the reference) succeeds once on that device, and the reference otherwise. When
-   the probe fails, one warning says why and the reference is used from then on.
+5. ``"auto"`` runs the kernel on CUDA tensors if the op's probe (a tiny call of the kernel,
+   compared with the reference) succeeds once on that device, and the reference otherwise.
+
+The probe runs in a context of its own, whatever the caller's: gradients enabled, outside
+``torch.inference_mode``, autocast off. So a first call made under ``torch.no_grad()`` tests the
+same thing as any other, and a cached fallback only ever records that the kernel failed to
+compile or disagreed with the reference. When it does, one warning says why and the reference is
+used from then on. Running out of memory during the probe is not cached: the next call probes
+again. During CUDA-graph capture an op that was not probed yet runs its kernel unprobed (probe
+outside the capture by calling the op once before).
 
 A deterministic backward pass (no atomic adds) is used when
 ``torch.are_deterministic_algorithms_enabled()``.
@@ -17,15 +29,17 @@ A deterministic backward pass (no atomic adds) is used when
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
 BACKENDS = ("auto", "reference", "triton")
 ENV_VAR = "SSM_BACKEND"
+WIDE_DTYPES = (torch.float64, torch.complex128)  # what the kernels do not compute in
 
 _probe_results: dict[tuple[str, str], str | None] = {}
 
@@ -43,36 +57,40 @@ def deterministic() -> bool:
     return torch.are_deterministic_algorithms_enabled()
 
 
-def float64_backend(op: str, backend: str | None) -> str:
-    """The backend for float64 (complex128) inputs of an op whose kernel computes in float32:
-    ``"auto"`` means the reference, and an explicit ``"triton"`` raises ``ValueError``."""
+def requested_backend(backend: str | None) -> str:
+    """The backend asked for: the argument, else ``$SSM_BACKEND``, else ``"auto"``."""
     requested = backend if backend is not None else os.environ.get(ENV_VAR, "auto")
-    if requested == "triton":
-        raise ValueError(
-            f"{op}: the Triton kernel computes in float32 but the inputs are float64 "
-            "(complex128); cast them to complex64/float32 or use backend='reference'"
-        )
-    return "reference" if requested == "auto" else requested
+    if requested not in BACKENDS:
+        source = "backend" if backend is not None else ENV_VAR
+        raise ValueError(f"{source} must be one of {BACKENDS}, got {requested!r}")
+    return requested
 
 
 def choose(
     op: str,
-    tensors: Iterable[torch.Tensor | None],
+    tensors: Iterable[object],
     backend: str | None,
     probe: Callable[[torch.device], None],
 ) -> str:
     """Return ``"reference"`` or ``"triton"`` for one call of ``op`` on ``tensors``.
 
-    ``probe(device)`` runs the kernel once at a tiny size and raises if it fails or disagrees
-    with the reference; its outcome is cached per op and device.
+    ``tensors`` may hold ``None`` and non-tensors (skipped). ``probe(device)`` runs the kernel
+    once at a tiny size and raises if it fails or disagrees with the reference; its outcome is
+    cached per op and device.
     """
-    requested = backend if backend is not None else os.environ.get(ENV_VAR, "auto")
-    if requested not in BACKENDS:
-        source = "backend" if backend is not None else ENV_VAR
-        raise ValueError(f"{source} must be one of {BACKENDS}, got {requested!r}")
+    requested = requested_backend(backend)
     if requested == "reference":
         return "reference"
-    devices = {t.device for t in tensors if t is not None}
+    tensors = [t for t in tensors if isinstance(t, torch.Tensor)]
+    wide = sorted({str(t.dtype) for t in tensors if t.dtype in WIDE_DTYPES})
+    if wide:
+        if requested == "triton":
+            raise ValueError(
+                f"{op}: the Triton kernel computes in float32 but inputs are {', '.join(wide)}; "
+                "cast them to float32 (complex64) or use backend='reference'"
+            )
+        return "reference"
+    devices = {t.device for t in tensors}
     on_cuda = any(d.type == "cuda" for d in devices)
     if requested == "triton":
         if not triton_installed():
@@ -97,21 +115,39 @@ def choose(
 
 def _probe_once(op: str, device: torch.device, probe: Callable[[torch.device], None]) -> str | None:
     key = (op, str(device))
-    if key not in _probe_results:
-        failure = None
-        if not triton_installed():
-            failure = "Triton is not installed"
-        else:
-            try:
+    if key in _probe_results:
+        return _probe_results[key]
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return None
+    failure, cache = None, True
+    if not triton_installed():
+        failure = "Triton is not installed"
+    else:
+        try:
+            with _clean_context(device):
                 probe(device)
-            except Exception as err:  # any failure to compile or run means: use the reference
-                failure = f"{type(err).__name__}: {err}"
-        if failure:
-            warnings.warn(
-                f"{op}: the Triton kernel could not run on {device} ({failure}); "
-                "using the PyTorch reference instead",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        except torch.cuda.OutOfMemoryError as err:
+            failure, cache = f"out of memory while probing ({err})", False
+        except Exception as err:  # any failure to compile or run means: use the reference
+            failure = f"{type(err).__name__}: {err}"
+    if failure:
+        warnings.warn(
+            f"{op}: the Triton kernel could not run on {device} ({failure}); "
+            f"using the PyTorch reference {'from now on' if cache else 'for this call'}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if cache:
         _probe_results[key] = failure
-    return _probe_results[key]
+    return failure
+
+
+@contextlib.contextmanager
+def _clean_context(device: torch.device) -> Iterator[None]:
+    """Gradients on, inference mode off, autocast off: the probe's context, not the caller's."""
+    with (
+        torch.inference_mode(False),
+        torch.enable_grad(),
+        torch.autocast(device_type=device.type, enabled=False),
+    ):
+        yield

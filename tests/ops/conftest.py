@@ -1,28 +1,30 @@
 """Set-up shared by the tests of the accelerated ops.
 
-The Triton kernels run in Triton's CPU interpreter here: ``TRITON_INTERPRET=1`` must be set
-before Triton is first imported, which this file (loaded before any test module of this folder)
-guarantees.
+``tests/conftest.py`` chooses the device (``--device cpu``: Triton's CPU interpreter, small sizes;
+``--device cuda``: compiled kernels, real sizes) and switches the interpreter on before Triton is
+first imported. Fixtures here: ``poisoned`` (unwritten memory reads as NaN).
 """
 
 import os
-
-os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest
 import torch
 
 from ssm.ops.interpreter import fix_numpy_loop_bounds
 
-fix_numpy_loop_bounds()
+if os.environ.get("TRITON_INTERPRET") == "1":
+    fix_numpy_loop_bounds()
 
 
 @pytest.fixture
 def poisoned():
-    """Deterministic mode: ``torch.empty`` returns NaN, so an unwritten output element shows."""
+    """Deterministic mode with ``torch.empty`` returning NaN, so that an output element a kernel
+    forgets to write shows as NaN (on the CPU and on a GPU alike)."""
     previous = torch.are_deterministic_algorithms_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True)
     torch.utils.deterministic.fill_uninitialized_memory = True
     assert torch.empty(3).isnan().all()
     yield
     torch.use_deterministic_algorithms(previous)
+    torch.utils.deterministic.fill_uninitialized_memory = fill

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ... import _checks
-from ..dispatch import choose, float64_backend
+from ..dispatch import choose
 from .reference import cauchy_ref
 
 __all__ = ["cauchy", "cauchy_ref"]
@@ -50,8 +50,6 @@ def cauchy(
     if len({v.device, z.device, w.device}) > 1:
         raise ValueError(f"v, z, w must be on one device, got {v.device}, {z.device}, {w.device}")
     dtype = _checks.common_dtype(v, z, w)
-    if dtype == torch.complex128:
-        backend = float64_backend("cauchy", backend)
     if choose("cauchy", (v, z, w), backend, _probe) == "triton":
         from .triton import cauchy_triton
 

@@ -14,7 +14,7 @@ import os
 import torch
 
 from ... import _checks
-from ..dispatch import BACKENDS, ENV_VAR, choose, float64_backend
+from ..dispatch import BACKENDS, ENV_VAR, choose
 from .reference import FFTConvKernel, fftconv_ref, kernel_fft
 
 __all__ = ["SHORT_KERNEL", "FFTConvKernel", "fftconv", "fftconv_ref", "kernel_fft"]
@@ -82,8 +82,6 @@ def fftconv(
                 "kernels take the FFT path: use backend='auto' or 'reference'"
             )
         return fftconv_ref(u, k, D)
-    if torch.float64 in {t.dtype for t in tensors}:
-        backend = float64_backend("fftconv", backend)
     if choose("fftconv", tensors, backend, _probe) == "triton":
         from .triton import causal_conv_triton
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ... import _checks
-from ..dispatch import choose, float64_backend
+from ..dispatch import choose
 from ..fftconv import SHORT_KERNEL, fftconv
 from ..vandermonde import vandermonde, vandermonde_transpose
 from .reference import s4d_step_ref
@@ -65,8 +65,6 @@ def s4d_step(
             "s4d_step is an inference op (the state is updated in place): call it under "
             "torch.no_grad(), or differentiate through s4d_prefill / ssm.s4d_kernel instead"
         )
-    if torch.float64 in {t.real.dtype for t in tensors if t is not None}:
-        backend = float64_backend("s4d_step", backend)
     if choose("s4d_step", tensors, backend, _probe) == "triton":
         if not state.is_contiguous():
             raise ValueError(

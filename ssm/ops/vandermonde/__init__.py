@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ... import _checks
-from ..dispatch import choose, float64_backend
+from ..dispatch import choose
 from .reference import vandermonde_blocked, vandermonde_ref, vandermonde_transpose_ref
 
 __all__ = ["vandermonde", "vandermonde_blocked", "vandermonde_ref", "vandermonde_transpose"]
@@ -45,8 +45,6 @@ def vandermonde(v: torch.Tensor, x: torch.Tensor, L: int, *, backend: str | None
     if v.device != x.device:
         raise ValueError(f"v and x must be on one device, got {v.device} and {x.device}")
     _checks.positive_int("L", L)
-    if _checks.common_dtype(v, x) == torch.complex128:
-        backend = float64_backend("vandermonde", backend)
     if choose("vandermonde", (v, x), backend, _probe) == "triton":
         from .triton import vandermonde_triton
 
@@ -76,8 +74,6 @@ def vandermonde_transpose(
         )
     if g.device != x.device:
         raise ValueError(f"g and x must be on one device, got {g.device} and {x.device}")
-    if torch.float64 in (g.dtype, x.real.dtype):
-        backend = float64_backend("vandermonde_transpose", backend)
     if choose("vandermonde_transpose", (g, x), backend, _probe_transpose) == "triton":
         from .triton import vandermonde_transpose_triton
 

@@ -1,0 +1,45 @@
+"""Options shared by every test.
+
+``--device`` chooses where the accelerated ops' tests run: ``cpu`` (the default) runs the Triton
+kernels in Triton's CPU interpreter at small sizes, as CI does; ``cuda`` runs them compiled on
+the GPU at real sizes (``pytest tests/ops --device cuda``). The interpreter must be switched on
+before Triton is first imported, so it is set here, at configuration time.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where tests/ops runs the kernels: cpu (Triton interpreter, small sizes) or "
+        "cuda (compiled, real sizes)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--device") == "cuda":
+        if not torch.cuda.is_available():
+            raise pytest.UsageError("--device cuda: no CUDA device is visible to torch")
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig: pytest.Config) -> torch.device:
+    """The device the op tests put their tensors on."""
+    return torch.device(pytestconfig.getoption("--device"))
+
+
+@pytest.fixture(scope="session")
+def on_gpu(device: torch.device) -> bool:
+    """Whether the kernels run compiled on a GPU (real sizes) rather than interpreted."""
+    return device.type == "cuda"
