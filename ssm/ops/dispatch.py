@@ -117,7 +117,7 @@ def _probe_once(op: str, device: torch.device, probe: Callable[[torch.device], N
     key = (op, str(device))
     if key in _probe_results:
         return _probe_results[key]
-    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+    if _capturing(device):
         return None
     failure, cache = None, True
     if not triton_installed():
@@ -140,6 +140,15 @@ def _probe_once(op: str, device: torch.device, probe: Callable[[torch.device], N
     if cache:
         _probe_results[key] = failure
     return failure
+
+
+def _capturing(device: torch.device) -> bool:
+    """Whether a CUDA graph is being captured on ``device``'s current stream."""
+    return (
+        device.type == "cuda"
+        and torch.cuda.is_available()
+        and torch.cuda.is_current_stream_capturing()
+    )
 
 
 @contextlib.contextmanager
