@@ -1,12 +1,6 @@
-"""What the public functions of every accelerated op share, in PyTorch.
-
-Names of the step size: the selective scan (Mamba) takes ``delta``, ``delta_bias`` and
-``delta_softplus``, and its decoding step and SSD (Mamba-2) take ``dt``, ``dt_bias`` and
-``dt_softplus``, because ``mamba_ssm``'s ``selective_scan_fn`` and its
-``selective_state_update`` / ``mamba_chunk_scan_combined`` use those two spellings: keeping them
-lets code written for one run on the other unchanged. Both mean the same:
-``Δ = softplus(δ + bias)`` (:func:`step_size`).
-"""
+"""What the public functions of every accelerated op share, in PyTorch: the step size
+``Δ = softplus(δ + bias)`` (why it is spelled ``delta`` in some ops and ``dt`` in others:
+:mod:`ssm.ops`) and the contiguity the kernels' raw pointers need."""
 
 from __future__ import annotations
 
