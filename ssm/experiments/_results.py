@@ -4,6 +4,10 @@
 where ``provenance`` records the commit, the device, the torch version, the date, the config hash
 and the wall time. A stored result is current while its ``config_hash`` equals
 ``config_hash(module.config(profile))``.
+
+The stored results and the benchmarks (``data/bench``) are one copy in the repository's ``data/``
+folder; the wheel carries that folder as the package data ``ssm/_data`` (pyproject.toml maps
+one to the other), so that an installation without the repository, as on Colab, reads them too.
 """
 
 from __future__ import annotations
@@ -14,8 +18,6 @@ import json
 import os
 import platform
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,12 @@ import numpy as np
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RESULTS_DIR = REPO_ROOT / "data" / "results"
-# Where stored results are read from when the package is installed without the repository
-# (e.g. on Colab): the same file in the public repository.
-RESULTS_URL = "https://raw.githubusercontent.com/ssm-companion/ssm-companion/main/data/results"
+_PACKAGE_DATA = Path(__file__).resolve().parents[1] / "_data"
+#: The data folder: ``ssm/_data`` in an installed wheel, the repository's ``data/`` in a checkout
+#: (and in an editable install, which runs the checkout's files).
+DATA_DIR = _PACKAGE_DATA if _PACKAGE_DATA.is_dir() else REPO_ROOT / "data"
+RESULTS_DIR = DATA_DIR / "results"
+BENCH_DIR = DATA_DIR / "bench"
 PROVENANCE_KEYS = ("commit", "device", "torch", "date", "config_hash", "wall_time_s")
 
 
@@ -124,31 +128,40 @@ def save(
     return path
 
 
+def data_path(path: Path | str) -> Path:
+    """Where a path of the repository's data folder (``"data/bench"``) is in this installation.
+
+    Absolute paths are returned as they are; other relative paths are taken from the repository.
+    """
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    if path.parts[:1] == ("data",):
+        return DATA_DIR.joinpath(*path.parts[1:])
+    return REPO_ROOT / path
+
+
 def load(name: str, out_dir: Path | str | None = None) -> dict[str, Any]:
-    """Read a stored record written by :func:`save`."""
+    """Read a stored record written by :func:`save`.
+
+    Raises ``FileNotFoundError`` saying what to run where there is none.
+    """
     path = (Path(out_dir) if out_dir is not None else RESULTS_DIR) / f"{name}.json"
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(
-            f"no stored result {path.name}; run `python -m ssm.experiments {name} --profile full`"
+            f"no stored full-profile run of {name} yet ({path} does not exist); run "
+            f"`python -m ssm.experiments {name} --profile full` on a GPU"
         )
     return json.loads(path.read_text())
 
 
-def stored(name: str) -> dict[str, Any] | None:
-    """The stored full-profile record of ``name``, or ``None`` where there is none.
+def stored(name: str) -> dict[str, Any]:
+    """The stored full-profile record of ``name``, for :func:`describe` and the plots.
 
-    Read from ``data/results`` of the repository; where the package is installed without it,
-    from the public repository over the network (``None`` when offline).
+    Read from ``data/results`` (shipped with the package, so no repository and no network are
+    needed); raises ``FileNotFoundError`` saying what to run where there is none.
     """
-    try:
-        return load(name)
-    except FileNotFoundError:
-        pass
-    try:
-        with urllib.request.urlopen(f"{RESULTS_URL}/{name}.json", timeout=10) as response:
-            return json.loads(response.read().decode())
-    except (OSError, urllib.error.URLError, ValueError):
-        return None
+    return load(name)
 
 
 def describe(record: dict[str, Any]) -> str:
