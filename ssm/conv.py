@@ -1,6 +1,8 @@
 """The convolutional view: ``y = K̄ * u`` (causal), computed with the FFT in ``O(L log L)``.
 
-Explained in Chapter 1 of the book.
+Explained in the book's chapter "From ODE to S4", section "Two views of one model: recurrent and
+convolutional". Dimension letters: L length of the input, L_K of the kernel; ``(...)`` batch
+dimensions, broadcast between ``u`` and ``K``.
 """
 
 from __future__ import annotations
@@ -8,51 +10,78 @@ from __future__ import annotations
 import torch
 
 from . import _checks
+from .discretize import HALF, batch_shape, fits
 
 
 def causal_conv(u: torch.Tensor, K: torch.Tensor, D: torch.Tensor | float | None = None):
     """The definition, ``y[l] = Σ_{j ≤ l} K[j] u[l - j] + D u[l]``, in ``O(L²)``.
 
-    A reference for :func:`fft_conv`. ``u`` ``(..., L)``, ``K`` ``(..., L_K)``;
-    returns ``(..., L)``.
+    A reference for :func:`fft_conv`, with the same arguments: ``u`` ``(..., L)``, ``K``
+    ``(..., L_K)``, ``D`` a scalar or a tensor that broadcasts to the batch dims. Returns
+    ``(..., L)``.
     """
-    u, K = _inputs(u, K)
+    u, K, D, dtype = _inputs(u, K, D)
     L = u.shape[-1]
     K = K[..., :L]
     y = sum(
         K[..., j, None] * torch.nn.functional.pad(u, (j, 0))[..., :L] for j in range(K.shape[-1])
     )
-    return _skip(y, u, D)
+    return _skip(y, u, D).to(dtype)
 
 
 def fft_conv(u: torch.Tensor, K: torch.Tensor, D: torch.Tensor | float | None = None):
     """Causal convolution by FFT: zero-pad both to ``2L`` so the circular product is linear.
 
-    ``u`` ``(..., L)``, ``K`` ``(..., L_K)`` (a kernel longer than ``L`` is truncated, a shorter
-    one zero-padded), ``D`` a scalar or broadcastable to the batch dims. Returns ``(..., L)``, the
-    length of ``u``. Real inputs give a real output.
+    Args:
+        u: input ``(..., L)``.
+        K: kernel ``(..., L_K)``; one longer than ``L`` is truncated, a shorter one zero-padded.
+        D: skip term, a scalar or a tensor that broadcasts to the batch dims ``(...)`` of ``u``
+            and ``K`` (without enlarging them).
+
+    Returns:
+        ``y`` ``(..., L)``, the length of ``u``, in the promoted dtype of the inputs (float16
+        and bfloat16 are transformed in float32, which ``torch.fft`` needs). Real inputs give a
+        real output.
     """
-    u, K = _inputs(u, K)
+    u, K, D, dtype = _inputs(u, K, D)
     L = u.shape[-1]
     K = K[..., :L]
     n = 2 * L
-    if u.is_complex() or K.is_complex():
+    if u.numel() == 0 or K.numel() == 0:  # no output element; torch.fft rejects empty batches
+        y = u * K[..., :1]  # (... L), empty
+    elif u.is_complex() or K.is_complex():
         y = torch.fft.ifft(torch.fft.fft(u, n=n) * torch.fft.fft(K, n=n), n=n)[..., :L]
     else:
         y = torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(K, n=n), n=n)[..., :L]
-    return _skip(y, u, D)
+    return _skip(y, u, D).to(dtype)
 
 
-def _inputs(u: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(u: object, K: object, D: object):
+    """Check the arguments; return ``u``, ``K`` and ``D`` in the dtype to compute in, and the
+    dtype of the output."""
     u, K = _checks.tensor("u", u), _checks.tensor("K", K)
+    _checks.one_device(u=u, K=K, D=D)
     for name, x in (("u", u), ("K", K)):
         if x.ndim < 1 or x.shape[-1] < 1:
             raise ValueError(f"{name} must have shape (..., L) with L >= 1, got {tuple(x.shape)}")
+    batch = batch_shape(u=u.shape[:-1], K=K.shape[:-1])
     dtype = _checks.common_dtype(u, K)
-    return u.to(dtype), K.to(dtype)
+    if isinstance(D, torch.Tensor):
+        D = _checks.tensor("D", D)
+        dtype = _checks.common_dtype(u, K, D)
+        if not fits(D.shape, batch):
+            raise ValueError(
+                f"D must be a scalar or broadcast to the batch dims {tuple(batch)} of u and K, "
+                f"got shape {tuple(D.shape)}"
+            )
+    elif D is not None and (isinstance(D, bool) or not isinstance(D, (int, float, complex))):
+        raise ValueError(f"D must be None, a number or a tensor, got {D!r}")
+    work = torch.float32 if dtype in HALF else dtype
+    return u.to(work), K.to(work), D if not isinstance(D, torch.Tensor) else D.to(work), dtype
 
 
 def _skip(y: torch.Tensor, u: torch.Tensor, D: torch.Tensor | float | None) -> torch.Tensor:
+    """``y + D u``, ``D`` a scalar or broadcast to the batch dims ``(...)``."""
     if D is None:
         return y
     return y + (D[..., None] if isinstance(D, torch.Tensor) else D) * u

@@ -9,7 +9,10 @@ With step ``Δ`` (written ``dt``):
 - ``euler`` (forward): ``Ā = I + ΔA``, ``B̄ = ΔB``.
 - ``backward_euler``: ``Ā = (I - ΔA)⁻¹``, ``B̄ = (I - ΔA)⁻¹ ΔB``.
 
-Explained in Chapter 1 of the book.
+This module is the one place these formulas are written: the structured kernels
+(:func:`ssm.s4_kernel`, :func:`ssm.s4d_kernel`) call :func:`discretize`. Explained in the book's
+chapter "From ODE to S4", section "Discretization: from a differential equation to a sequence
+model". Dimension letters: N state size; ``(...)`` batch dimensions.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import torch
 from . import _checks
 
 METHODS = ("zoh", "bilinear", "euler", "backward_euler")
+# Half precision has no matrix exponential or LU solve on the CPU, and too few digits for them
+# anywhere: inputs in these dtypes are discretized in float32 and returned in their own dtype.
+HALF = (torch.float16, torch.bfloat16)
 
 
 def discretize(
@@ -35,25 +41,63 @@ def discretize(
         A: dense ``(..., N, N)`` or diagonal ``(..., N)`` state matrix, real or complex. A 1-D
             ``A`` is diagonal; for a batch of diagonals pass ``diagonal=True``.
         B: ``(..., N)`` input vector.
-        dt: step ``Δ > 0``: a float or a real tensor broadcastable to the batch dims ``(...)``.
+        dt: step ``Δ``, finite and ``> 0``: a float or a real tensor broadcastable to the batch
+            dims ``(...)``.
         method: ``"zoh"``, ``"bilinear"``, ``"euler"`` or ``"backward_euler"``.
         diagonal: whether ``A`` holds diagonals; ``None`` means "only if ``A`` is 1-D".
 
     Returns:
-        ``(Ab, Bb)``: ``Ab`` shaped like ``A`` (batch dims broadcast), ``Bb`` ``(..., N)``.
+        ``(Ab, Bb)``: ``Ab`` shaped like ``A`` and ``Bb`` ``(..., N)``, batch dims broadcast, in
+        the promoted dtype of ``A`` and ``B`` (float16 and bfloat16 are computed in float32).
     """
     A = _checks.tensor("A", A)
     B = _checks.tensor("B", B)
     _checks.choice("method", method, METHODS)
+    _checks.one_device(A=A, B=B, dt=dt)
     diagonal = A.ndim == 1 if diagonal is None else diagonal
     N = A.shape[-1] if diagonal else _checks.square("A", A)
     _checks.last_dim("B", B, N, "the state size N of A")
+    batch = batch_shape(A=A.shape[: -1 if diagonal else -2], B=B.shape[:-1])
     dtype = _checks.common_dtype(A, B)
-    A, B = A.to(dtype), B.to(dtype)
-    dt = _checks.positive_step("dt", dt, A).to(dtype.to_real() if dtype.is_complex else dtype)
+    work = torch.promote_types(dtype, torch.float32) if dtype in HALF else dtype
+    step = _checks.positive_step("dt", dt, A)
+    if not bool(torch.isfinite(step).all()):
+        raise ValueError(f"dt must be finite, got max {float(step.max()):.3g}")
+    if not _broadcasts(step.shape, batch):
+        raise ValueError(
+            f"dt must be a float or a tensor that broadcasts with the batch dims {tuple(batch)} "
+            f"of A and B, got shape {tuple(step.shape)}"
+        )
+    A, B = A.to(work), B.to(work)
+    step = step.to(work.to_real() if work.is_complex else work)
     if diagonal:
-        return _diagonal(A, B, dt[..., None], method)
-    return _dense(A, B, dt[..., None, None], method)
+        Ab, Bb = torch.broadcast_tensors(*_diagonal(A, B, step[..., None], method))  # (... N)
+    else:
+        Ab, Bb = _dense(A, B, step[..., None, None], method)
+    return Ab.to(dtype), Bb.to(dtype)
+
+
+def batch_shape(**shapes: tuple[int, ...]) -> torch.Size:
+    """The broadcast of the named batch shapes, or a ``ValueError`` that lists them (the
+    functional core's check that its arguments' batch dims fit together)."""
+    try:
+        return torch.broadcast_shapes(*shapes.values())
+    except RuntimeError:
+        listed = ", ".join(f"{name} {tuple(shape)}" for name, shape in shapes.items())
+        raise ValueError(f"the batch dims must broadcast, got {listed}") from None
+
+
+def fits(shape: tuple[int, ...], batch: tuple[int, ...]) -> bool:
+    """Whether ``shape`` broadcasts to ``batch`` without enlarging it (a skip term ``D``)."""
+    return _broadcasts(shape, batch) and torch.broadcast_shapes(shape, batch) == batch
+
+
+def _broadcasts(*shapes: tuple[int, ...]) -> bool:
+    try:
+        torch.broadcast_shapes(*shapes)
+    except RuntimeError:
+        return False
+    return True
 
 
 def _diagonal(A: torch.Tensor, B: torch.Tensor, dt: torch.Tensor, method: str):
@@ -64,7 +108,7 @@ def _diagonal(A: torch.Tensor, B: torch.Tensor, dt: torch.Tensor, method: str):
     if method == "bilinear":
         return (1 + dA / 2) / (1 - dA / 2), dt * B / (1 - dA / 2)
     if method == "euler":
-        return 1 + dA, (dt * B).expand_as(dA + B)
+        return 1 + dA, dt * B
     return 1 / (1 - dA), dt * B / (1 - dA)
 
 
@@ -88,11 +132,14 @@ def _dense(A: torch.Tensor, B: torch.Tensor, dt: torch.Tensor, method: str):
     if method == "zoh":
         return _zoh_dense(dA, dB)
     if method == "euler":
-        return eye + dA, dB.expand(dA.shape[:-1])
-    left = eye - dA / 2 if method == "bilinear" else eye - dA
+        batch = torch.broadcast_shapes(dA.shape[:-2], dB.shape[:-1])
+        return (eye + dA).expand(*batch, N, N), dB.expand(*batch, N)
+    left = eye - dA / 2 if method == "bilinear" else eye - dA  # (... N N)
     right = eye + dA / 2 if method == "bilinear" else eye
-    Ab = torch.linalg.solve(left, right.expand_as(left))
-    Bb = torch.linalg.solve(left, dB.expand(left.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+    batch = torch.broadcast_shapes(left.shape[:-2], dB.shape[:-1])
+    left = left.expand(*batch, N, N)
+    Ab = torch.linalg.solve(left, right.expand_as(left))  # (... N N)
+    Bb = torch.linalg.solve(left, dB.expand(*batch, N).unsqueeze(-1)).squeeze(-1)  # (... N)
     return Ab, Bb
 
 
@@ -103,5 +150,5 @@ def _zoh_dense(dA: torch.Tensor, dB: torch.Tensor):
     M = dA.new_zeros(*batch, N + 1, N + 1)
     M[..., :N, :N] = dA
     M[..., :N, N] = dB
-    E = torch.linalg.matrix_exp(M)
+    E = torch.linalg.matrix_exp(M)  # (... N+1 N+1)
     return E[..., :N, :N], E[..., :N, N]

@@ -2,7 +2,8 @@
 
 Conventions follow the S4 authors' reference code (``transition`` and ``rank_correction`` in their
 ``hippo`` module): ``A`` is ``(N, N)``, ``B`` is ``(N,)``, and for each measure there is a low-rank
-``P`` (``(rank, N)``) such that ``A + Pᵀ P`` is normal. Explained in Chapter 1 of the book.
+``P`` (``(rank, N)``) such that ``A + Pᵀ P`` is normal. Explained in the book's chapter "From ODE
+to S4", section "HiPPO: a state matrix that remembers".
 
 Gu et al., "HiPPO: Recurrent Memory with Optimal Polynomial Projections", NeurIPS 2020
 (arXiv:2008.07669); Gu et al., "How to Train Your HiPPO", ICLR 2023 (arXiv:2206.12037).
@@ -124,15 +125,20 @@ def legs_memory(u: torch.Tensor, N: int) -> torch.Tensor:
     bilinear method at step ``1/k`` at sample ``k = 1..L`` (time and step scale together, so the
     sampling period drops out):
     ``(I - A/(2k)) x_k = (I + A/(2k)) x_{k-1} + (B/k) u_k``, a triangular solve since LegS's
-    ``A`` is lower triangular. ``u``: ``(L,)`` real. Returns the states ``(L, N)``, float64.
+    ``A`` is lower triangular. ``u``: ``(L,)`` real. Returns the states ``(L, N)``, float64, on
+    ``u``'s device.
     """
     _checks.tensor("u", u, complex_ok=False)
-    if u.ndim != 1:
-        raise ValueError(f"u must be a 1-D signal (L,), got shape {tuple(u.shape)}")
+    _checks.one_device(u=u)
+    if u.ndim != 1 or u.shape[0] < 1:
+        raise ValueError(
+            f"u must be a 1-D signal (L,) of at least one sample, got shape {tuple(u.shape)}"
+        )
     A, B = transition("legs", N)
     eye = torch.eye(N, dtype=torch.float64)
+    A, B, eye = A.to(u.device), B.to(u.device), eye.to(u.device)
     u = u.to(torch.float64)
-    x = torch.zeros(N, 1, dtype=torch.float64)
+    x = torch.zeros(N, 1, dtype=torch.float64, device=u.device)
     states = []
     for k in range(1, u.shape[0] + 1):
         rhs = x + (A @ x) / (2 * k) + (B[:, None] / k) * u[k - 1]  # (N 1)
@@ -148,9 +154,12 @@ def legs_reconstruct(x: torch.Tensor, num: int) -> torch.Tensor:
     ``x``: ``(..., N)``. Returns ``(..., num)``, float64.
     """
     _checks.tensor("x", x, complex_ok=False)
+    _checks.one_device(x=x)
+    if x.ndim < 1:
+        raise ValueError("x must have shape (..., N), got a scalar")
     _checks.positive_int("num", num)
     N = x.shape[-1]
     s = np.linspace(0.0, 1.0, num)
     basis = special.eval_legendre(np.arange(N)[:, None], 2 * s[None] - 1)  # (N num)
     basis = basis * np.sqrt(2 * np.arange(N) + 1)[:, None]
-    return x.to(torch.float64) @ torch.from_numpy(basis)
+    return x.to(torch.float64) @ torch.from_numpy(basis).to(x.device)

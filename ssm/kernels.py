@@ -5,8 +5,9 @@
   function at the roots of unity, Woodbury identity, Cauchy kernel, inverse FFT).
 - :func:`s4d_kernel`: S4D's Vandermonde product for a diagonal ``A``.
 
-Explained in Chapter 1 (S4) and Chapter 2 (S4D) of the book. Dimension letters: H channels,
-N state size, L length, r rank of the low-rank term.
+Explained in the book's chapter "From ODE to S4" (the power series and S4's algorithm) and in
+"Making SSMs fast" (the S4D kernel as a Vandermonde product). Dimension letters: H channels,
+N state size, L length, r rank of the low-rank term; ``(...)`` batch dimensions.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import math
 import torch
 
 from . import _checks
-from .discretize import discretize
-from .ops.vandermonde import vandermonde
+from .discretize import batch_shape, discretize
+from .ops.vandermonde import log_eigenvalues, vandermonde
 
 
 def ssm_kernel(
@@ -30,15 +31,25 @@ def ssm_kernel(
 ) -> torch.Tensor:
     """``K[..., l] = C Ā^l B̄`` for ``l = 0..L-1``, by repeated multiplication: ``O(N² L)``.
 
-    ``Ab`` dense ``(..., N, N)`` or diagonal ``(..., N)`` (1-D, or ``diagonal=True``);
-    ``Bb``, ``C`` ``(..., N)``. Returns ``(..., L)`` in the promoted dtype of the inputs.
+    The definition of the convolution kernel (chapter "From ODE to S4", section "Two views of
+    one model: recurrent and convolutional").
+
+    Args:
+        Ab: dense ``(..., N, N)`` or diagonal ``(..., N)`` (1-D, or ``diagonal=True``).
+        Bb, C: ``(..., N)``; batch dims broadcast with those of ``Ab``.
+        L: kernel length.
+
+    Returns:
+        ``K`` ``(..., L)`` in the promoted dtype of the inputs.
     """
     Ab, Bb, C = (_checks.tensor(n, t) for n, t in (("Ab", Ab), ("Bb", Bb), ("C", C)))
     _checks.positive_int("L", L)
+    _checks.one_device(Ab=Ab, Bb=Bb, C=C)
     diagonal = Ab.ndim == 1 if diagonal is None else diagonal
     N = Ab.shape[-1] if diagonal else _checks.square("Ab", Ab)
     _checks.last_dim("Bb", Bb, N, "the state size N of Ab")
     _checks.last_dim("C", C, N, "the state size N of Ab")
+    batch_shape(Ab=Ab.shape[: -1 if diagonal else -2], Bb=Bb.shape[:-1], C=C.shape[:-1])
     dtype = _checks.common_dtype(Ab, Bb, C)
     Ab, v, C = Ab.to(dtype), Bb.to(dtype), C.to(dtype)
     K = []
@@ -61,21 +72,23 @@ def s4_kernel(
     """S4 convolution kernel of ``A = diag(w) - Pᵀ P̄`` (S4 paper, Algorithm 1), bilinear.
 
     All of ``w, P, B, C`` are in the eigenbasis of the normal part (as returned by
-    :func:`ssm.hippo.nplr`, with ``C ← C V``). With ``Ā`` the bilinear discretization and
-    ``ω_j = exp(-2πi j / L)``, the truncated generating function is
+    :func:`ssm.hippo.nplr`, with ``C ← C V``). With ``(Ā, B̄)`` the bilinear discretization
+    (:func:`ssm.discretize`) and ``ω_j = exp(-2πi j / L)``, the truncated generating function is
     ``K̂(ω) = Σ_{l<L} C Ā^l B̄ ω^l = C̃ (I - Āω)⁻¹ B̄`` with ``C̃ = C (I - Ā^L)``, and
     ``(I - Āω)⁻¹ B̄ = R(ω) B`` with ``R(ω) = 2 ((2/Δ)(1-ω) I - (1+ω) A)⁻¹``. For the diagonal part
     ``R`` is a Cauchy kernel, ``R_n(ω) = 2 / ((2/Δ)(1-ω) - (1+ω) w_n)``; the low-rank part
     follows from the Woodbury identity:
     ``K̂ = k₀₀ - k₀₁ s (I + s k₁₁)⁻¹ k₁₀`` with ``s = (1+ω)/2`` and
     ``k_ab(ω) = Σ_n a_n b_n R_n(ω)`` for ``(a, b) ∈ {C̃, P̄} × {B, P}``. Finally
-    ``K = iFFT(K̂)``.
+    ``K = iFFT(K̂)``. Explained in the chapter "From ODE to S4", section "Computing the kernel
+    fast: the S4 algorithm".
 
     Args:
         w: eigenvalues ``(..., N)`` complex.
         P: low-rank factor ``(..., r, N)``.
         B, C: ``(..., N)``.
-        dt: step ``Δ > 0``, a float or a real tensor of the batch shape ``(...)``.
+        dt: step ``Δ``, finite and ``> 0``: a float or a real tensor that broadcasts with the
+            batch dims ``(...)``.
         L: kernel length.
         c_tilde: ``C`` is already ``C̃ = C (I - Ā^L)`` (S4 learns ``C̃`` directly).
 
@@ -84,21 +97,24 @@ def s4_kernel(
     """
     w, P, B, C = (_checks.tensor(n, t) for n, t in (("w", w), ("P", P), ("B", B), ("C", C)))
     _checks.positive_int("L", L)
+    _checks.one_device(w=w, P=P, B=B, C=C, dt=dt)
     N = w.shape[-1]
     if P.ndim < 2 or P.shape[-1] != N:
         raise ValueError(f"P must have shape (..., r, N) with N={N}, got {tuple(P.shape)}")
     _checks.last_dim("B", B, N, "the state size N of w")
     _checks.last_dim("C", C, N, "the state size N of w")
+    batch_shape(w=w.shape[:-1], P=P.shape[:-2], B=B.shape[:-1], C=C.shape[:-1])
     cdtype = (
         torch.complex128
         if torch.float64 in {t.real.dtype for t in (w, P, B, C)}
         else (torch.complex64)
     )
     w, P, B, C = (t.to(cdtype) for t in (w, P, B, C))
-    dt = _checks.positive_step("dt", dt, w).to(w.real.dtype)[..., None, None]  # (... 1 1)
     A = torch.diag_embed(w) - P.transpose(-1, -2) @ P.conj()  # (... N N)
+    Ab, Bb = discretize(A, B, dt, "bilinear")  # (... N N), (... N); checks dt
+    dt = torch.as_tensor(dt, dtype=w.real.dtype, device=w.device)[..., None, None]  # (... 1 1)
     if not c_tilde:
-        C = C - (C[..., None, :] @ torch.linalg.matrix_power(_bilinear(A, dt), L))[..., 0, :]
+        C = C - (C[..., None, :] @ torch.linalg.matrix_power(Ab, L))[..., 0, :]
     omega = torch.exp(-2j * math.pi * torch.arange(L, dtype=w.real.dtype, device=w.device) / L)
     omega = omega.to(cdtype)[:, None]  # (L 1)
     denom = (2 / dt) * (1 - omega) - (1 + omega) * w[..., None, :]  # (... L N)
@@ -115,24 +131,20 @@ def s4_kernel(
     K_hat = (k00 - k01 @ torch.linalg.solve(eye + s * k11, s * k10))[..., 0, 0]  # (... L)
     poles = singular.any(-1).reshape(-1, L).any(0).nonzero()[:, 0]  # frequencies to redo: (J)
     if len(poles):
-        dense = _dense_generating_function(A, B, C, dt, omega[poles, 0])  # (... J)
+        dense = _dense_generating_function(Ab, Bb, C, omega[poles, 0])  # (... J)
         K_hat = K_hat.clone()
         K_hat[..., poles] = dense
     return torch.fft.ifft(K_hat, dim=-1)  # (... L)
 
 
-def _bilinear(A: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-    """Bilinear ``Ā`` of a dense ``A`` ``(..., N, N)``; ``dt`` ``(..., 1, 1)``."""
-    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
-    return torch.linalg.solve(eye - dt / 2 * A, eye + dt / 2 * A)
+def _dense_generating_function(Ab, Bb, C, omega):
+    """``C̃ (I - Āω)⁻¹ B̄`` at a few ``ω`` ``(J,)`` by dense solves, ``O(J N³)``: a fallback.
 
-
-def _dense_generating_function(A, B, C, dt, omega):
-    """``C̃ (I - Āω)⁻¹ B̄`` at a few ``ω`` ``(J,)`` by dense solves, ``O(J N³)``: a fallback."""
-    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
-    Bb = torch.linalg.solve(eye - dt / 2 * A, (dt[..., 0] * B)[..., None])  # (... N 1)
-    M = eye - _bilinear(A, dt)[..., None, :, :] * omega[:, None, None]  # (... J N N)
-    x, info = torch.linalg.solve_ex(M, Bb[..., None, :, :].expand((*M.shape[:-1], 1)))
+    ``Ab`` ``(..., N, N)``, ``Bb`` and ``C`` ``(..., N)``; returns ``(..., J)``."""
+    eye = torch.eye(Ab.shape[-1], dtype=Ab.dtype, device=Ab.device)
+    M = eye - Ab[..., None, :, :] * omega[:, None, None]  # (... J N N)
+    rhs = Bb[..., None, :, None].expand((*M.shape[:-1], 1))  # (... J N 1)
+    x, info = torch.linalg.solve_ex(M, rhs)
     if bool((info != 0).any()) or not bool(torch.isfinite(x).all()):
         raise ValueError(
             "s4_kernel: Ā has an eigenvalue at an L-th root of unity (e.g. HiPPO-FouT, whose A is "
@@ -145,21 +157,23 @@ def s4d_kernel(
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    dt: torch.Tensor,
+    dt: float | torch.Tensor,
     L: int,
     method: str = "zoh",
 ) -> torch.Tensor:
     """S4D kernel ``K[h, l] = 2 Re(Σ_n C[h,n] B̄[h,n] Ā[h,n]^l)`` by a Vandermonde product.
 
     ``A, B, C`` hold one eigenvalue of each conjugate pair, so ``2·Re`` adds the other half
-    (S4D paper, Section 3; ``K = (B̄ ∘ C) · V_L(Ā)`` with ``V_L(Ā)[n, l] = Ā_n^l``). The product
-    is :func:`ssm.ops.vandermonde.vandermonde` on ``v = C ∘ B̄`` and ``x = log Ā`` (``ΔA`` for
-    ZOH): its fused Triton kernel on a GPU, the reference on the CPU and in float64.
+    (S4D paper, arXiv:2206.11893v2, Section 3; ``K = (B̄ ∘ C) · V_L(Ā)`` with
+    ``V_L(Ā)[n, l] = Ā_n^l``). ``(Ā, B̄)`` come from :func:`ssm.discretize`; the product is
+    :func:`ssm.ops.vandermonde.vandermonde` on ``v = C ∘ B̄`` and ``x = log Ā`` (``ΔA`` for ZOH):
+    its fused Triton kernel on a GPU, the reference on the CPU and in float64. Explained in the
+    chapter "Making SSMs fast", section "Diagonal kernels: the Vandermonde and Cauchy products".
 
     Args:
         A: diagonal state matrix ``(H, N)`` complex (any leading dims ``(...)``).
         B, C: ``(H, N)``, complex (real ones are cast).
-        dt: step ``(H,)`` real, ``> 0``.
+        dt: step ``Δ``, finite and ``> 0``: a float or a real tensor ``(H,)``.
         L: kernel length.
         method: ``"zoh"`` or ``"bilinear"``.
 
@@ -172,19 +186,23 @@ def s4d_kernel(
     B, C = _checks.tensor("B", B), _checks.tensor("C", C)
     _checks.choice("method", method, ("zoh", "bilinear"))
     _checks.positive_int("L", L)
+    _checks.one_device(A=A, B=B, C=C, dt=dt)
     for name, x in (("B", B), ("C", C)):
         if x.shape != A.shape:
             raise ValueError(
                 f"{name} must have the shape of A {tuple(A.shape)}, got {tuple(x.shape)}"
             )
-    dt = _checks.positive_step("dt", dt, A)
-    if dt.ndim and dt.shape != A.shape[:-1]:
+    if isinstance(dt, torch.Tensor) and dt.ndim and dt.shape != A.shape[:-1]:
         raise ValueError(
-            f"dt must have shape {tuple(A.shape[:-1])} (one step per channel), "
-            f"got {tuple(dt.shape)}"
+            f"dt must have shape {tuple(A.shape[:-1])} (one step per channel) or be a float, "
+            f"got shape {tuple(dt.shape)}"
         )
-    Ab, Bb = discretize(A, B.to(A.dtype), dt, method, diagonal=True)  # (H N) (H N)
-    log_Ab = dt[..., None] * A if method == "zoh" else torch.log(Ab)  # Ā^l = exp(l log Ā): (H N)
+    Ab, Bb = discretize(A, B.to(A.dtype), dt, method, diagonal=True)  # (H N) (H N); checks dt
+    if method == "zoh":  # Ā^l = exp(l ΔA), exact where Ā underflows
+        dt = torch.as_tensor(dt, dtype=A.real.dtype, device=A.device)
+        log_Ab = dt[..., None] * A  # (H N)
+    else:
+        log_Ab = log_eigenvalues(Ab)  # (H N)
     v = C.to(A.dtype) * Bb  # (H N)
     N = A.shape[-1]
     K = vandermonde(v.reshape(-1, N), log_Ab.to(v.dtype).reshape(-1, N), L)  # (H L)

@@ -126,3 +126,107 @@ def test_gradcheck_zoh_and_bilinear():
 def test_bad_arguments_raise(args, match):
     with pytest.raises(ValueError, match=match):
         ssm.discretize(*args)
+
+
+@pytest.mark.parametrize("method", list(SCIPY_NAMES))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("diagonal", [False, True], ids=["dense", "diagonal"])
+def test_half_precision_is_discretized_in_float32(method, dtype, diagonal):
+    """Half-precision inputs give the float64 discretization of the same numbers, rounded to
+    their dtype (the LU solve and the matrix exponential run in float32)."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(4, 4, generator=g) / 2 - 2 * torch.eye(4)
+    A = torch.diagonal(A) if diagonal else A
+    B = torch.randn(4, generator=g)
+    A, B = A.to(dtype), B.to(dtype)
+    Ab, Bb = ssm.discretize(A, B, 0.1, method)
+    Ab64, Bb64 = ssm.discretize(A.double(), B.double(), 0.1, method)
+    eps = torch.finfo(dtype).eps
+    assert Ab.dtype == Bb.dtype == dtype
+    for got, want in ((Ab, Ab64), (Bb, Bb64)):
+        assert float((got.double() - want).abs().max()) <= 2 * eps * float(want.abs().max())
+
+
+@pytest.mark.parametrize(
+    "dt",
+    [
+        pytest.param(float("inf"), id="inf"),
+        pytest.param(torch.tensor([0.1, float("inf")]), id="inf-in-tensor"),
+        pytest.param(float("nan"), id="nan"),
+    ],
+)
+@pytest.mark.parametrize("method", list(SCIPY_NAMES))
+def test_non_finite_step_is_refused(dt, method):
+    A = torch.zeros(2, 3, 3) - torch.eye(3)
+    with pytest.raises(ValueError, match=r"dt must be (finite|> 0)"):
+        ssm.discretize(A, torch.ones(3), dt, method)
+
+
+@pytest.mark.parametrize("method", list(SCIPY_NAMES))
+@pytest.mark.parametrize("diagonal", [False, True], ids=["dense", "diagonal"])
+def test_batch_dims_of_A_B_and_dt_broadcast(method, diagonal):
+    """A single ``A`` with a batch of ``B`` ``(4, N)`` and of steps ``(2, 1)``: each of the
+    ``(2, 4)`` results is the discretization of its own row."""
+    g = torch.Generator().manual_seed(1)
+    A = torch.randn(3, 3, generator=g, dtype=torch.float64) - 2 * torch.eye(3)
+    A = torch.diagonal(A) if diagonal else A
+    B = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    dt = torch.tensor([[0.1], [0.3]], dtype=torch.float64)
+    Ab, Bb = ssm.discretize(A, B, dt, method)
+    assert Ab.shape == (2, 4, *A.shape) and Bb.shape == (2, 4, 3)
+    for i in range(2):
+        for j in range(4):
+            Ab_ij, Bb_ij = ssm.discretize(A, B[j], float(dt[i, 0]), method)
+            torch.testing.assert_close(Ab[i, j], Ab_ij, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(Bb[i, j], Bb_ij, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        pytest.param(
+            (torch.zeros(2, 3, 3), torch.zeros(3), torch.ones(3)),
+            r"dt must be a float or a tensor that broadcasts with the batch dims \(2,\)",
+            id="dt-shape",
+        ),
+        pytest.param(
+            (torch.zeros(2, 3, 3), torch.zeros(4, 3), 0.1),
+            r"batch dims must broadcast, got A \(2,\), B \(4,\)",
+            id="batch-mismatch",
+        ),
+        pytest.param(
+            (torch.zeros(3, 3, device="meta"), torch.zeros(3, device="meta"), 0.1),
+            "A is a meta tensor",
+            id="meta",
+        ),
+        pytest.param(
+            (torch.zeros(3, 3), torch.zeros(3), torch.ones((), device="meta")),
+            "dt is a meta tensor",
+            id="meta-dt",
+        ),
+        pytest.param(
+            (torch.zeros(3, 3), torch.zeros(3), torch.ones((), dtype=torch.complex64)),
+            "dt must be a real",
+            id="complex-dt",
+        ),
+    ],
+)
+def test_bad_shapes_and_devices_raise(args, match):
+    with pytest.raises(ValueError, match=match):
+        ssm.discretize(*args)
+
+
+def test_another_device_is_refused(device):
+    """On a GPU run, a step on the CPU beside a system on the GPU (and the reverse)."""
+    other = torch.device("meta") if device.type == "cpu" else torch.device("cpu")
+    A = -torch.eye(3, device=device)
+    with pytest.raises(ValueError, match="dt"):
+        ssm.discretize(A, torch.ones(3, device=device), torch.ones((), device=other))
+    with pytest.raises(ValueError, match="B"):
+        ssm.discretize(A, torch.ones(3, device=other), 0.1)
+
+
+def test_empty_state_gives_empty_results():
+    for method in SCIPY_NAMES:
+        Ab, Bb = ssm.discretize(torch.zeros(2, 0, 0), torch.zeros(2, 0), 0.1, method)
+        assert Ab.shape == (2, 0, 0) and Bb.shape == (2, 0)

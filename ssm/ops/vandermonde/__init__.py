@@ -12,9 +12,20 @@ import torch
 
 from ... import _checks
 from ..dispatch import choose
-from .reference import vandermonde_blocked, vandermonde_ref, vandermonde_transpose_ref
+from .reference import (
+    log_eigenvalues,
+    vandermonde_blocked,
+    vandermonde_ref,
+    vandermonde_transpose_ref,
+)
 
-__all__ = ["vandermonde", "vandermonde_blocked", "vandermonde_ref", "vandermonde_transpose"]
+__all__ = [
+    "log_eigenvalues",
+    "vandermonde",
+    "vandermonde_blocked",
+    "vandermonde_ref",
+    "vandermonde_transpose",
+]
 
 
 def vandermonde(v: torch.Tensor, x: torch.Tensor, L: int, *, backend: str | None = None):

@@ -21,6 +21,21 @@ import math
 
 import torch
 
+# The finite stand-in for ``log 0``: ``exp(l · LOG_ZERO)`` is exactly 0 in float32 and float64
+# for every ``l ≥ 1`` and 1 at ``l = 0``, the powers of ``Ā = 0``. (``log 0 = -inf`` would give
+# ``exp(-inf · 0) = NaN`` at ``l = 0``.)
+LOG_ZERO = -1000.0
+
+
+def log_eigenvalues(Ab: torch.Tensor) -> torch.Tensor:
+    """``x`` with ``exp(x l) = Ā^l`` for every integer ``l ≥ 0``: ``log Ā``, and ``LOG_ZERO``
+    where ``Ā = 0`` (a decay that underflowed, e.g. ``exp(ΔA)`` at a large step ``Δ``).
+
+    ``Ab`` ``(H, N)`` complex; returns ``(H, N)`` complex, the input of :func:`vandermonde_ref`.
+    """
+    zero = Ab == 0
+    return torch.where(zero, LOG_ZERO, torch.log(torch.where(zero, 1, Ab)))  # (H N)
+
 
 def vandermonde_ref(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
     """``K[h, l] = 2 Re(Σ_n v[h,n] exp(x[h,n] l))``, materializing ``exp(x l)`` ``(H, N, L)``.
