@@ -204,6 +204,6 @@ def s4d_kernel(
     else:
         log_Ab = log_eigenvalues(Ab)  # (H N)
     v = C.to(A.dtype) * Bb  # (H N)
-    N = A.shape[-1]
-    K = vandermonde(v.reshape(-1, N), log_Ab.to(v.dtype).reshape(-1, N), L)  # (H L)
+    rows = (math.prod(A.shape[:-1]), A.shape[-1])  # the channels of any leading dims: (H N)
+    K = vandermonde(v.reshape(rows), log_Ab.to(v.dtype).reshape(rows), L)  # (H L)
     return K.reshape(*A.shape[:-1], L)
