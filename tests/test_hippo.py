@@ -116,11 +116,22 @@ def test_nplr_legs_eigenvalues_have_real_part_minus_half():
         (lambda: hippo.nplr("nope", 4), "measure"),
         (lambda: hippo.legs_memory(torch.zeros(3, 2), 4), "1-D"),
         (lambda: hippo.legs_memory(torch.arange(4), 4), "dtype"),
+        (lambda: hippo.legs_memory(torch.zeros(0), 4), "at least one sample"),
+        (lambda: hippo.legs_memory(torch.zeros(5, device="meta"), 4), "u is a meta tensor"),
+        (lambda: hippo.legs_reconstruct(torch.zeros(4, device="meta"), 9), "x is a meta tensor"),
+        (lambda: hippo.legs_reconstruct(torch.zeros(()), 9), r"x must have shape \(\.\.\., N\)"),
     ],
 )
 def test_bad_arguments_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_legs_memory_and_reconstruction_stay_on_the_input_device(device):
+    u = torch.linspace(0, 1, 20, dtype=torch.float64, device=device)
+    x = hippo.legs_memory(u, 4)
+    assert x.device == u.device and x.shape == (20, 4)
+    assert hippo.legs_reconstruct(x[-1], 7).device == u.device
 
 
 def test_legs_memory_reconstructs_a_polynomial():
