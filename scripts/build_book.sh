@@ -36,5 +36,5 @@ fi
 
 # --all: re-read every page, so warnings of unchanged pages are reported again (with -W a
 # second build must not pass just because Sphinx kept the first one's results).
-jupyter-book build "$SRC" --path-output "$ROOT" --builder html --all -W --keep-going
+jupyter-book build "$SRC" --path-output "$ROOT" --builder html --all -W --keep-going --quiet
 say "--- site: _build/html/index.html"

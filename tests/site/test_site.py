@@ -13,10 +13,19 @@ the internet (a CDN script, a remote image, a widget module) fails here. For eac
 - every local link resolves to a file of the site, and its ``#anchor`` exists there;
 - on a page whose notebook saved widget state, the widgets are rendered and each slider
   shows its saved value;
-- a full-page screenshot is saved to ``_build/screenshots/``.
+- nothing is cut off at the right: no text or element reaches past the content column, or past
+  the edge of a box that clips or scrolls it (a code cell, a source listing, an output);
+- citations print the label of their bibliography entry ("Gu et al., 2022a" in the text and in
+  the list), no two entries of a bibliography share a label, and each entry links once;
+- every button of an output (the animation's player) shows an icon that needs no system font:
+  an inline SVG or image with something drawn, or text in ASCII or in a font the page ships
+  (Chromium reports the fonts it rendered a node with);
+- no JavaScript error;
+- a full-page screenshot is saved to ``_build/screenshots/``, and one of each animation player.
 
 The browser is Debian's Chromium (``/usr/bin/chromium``, ``scripts/setup.sh --browser``
-installs it); Playwright's own browser downloads are never used.
+installs it), or the one the ``CHROMIUM`` variable names (a path or a command); Playwright's own
+browser downloads are never used.
 """
 
 from __future__ import annotations
@@ -25,7 +34,9 @@ import functools
 import http.server
 import json
 import math
+import os
 import re
+import shutil
 import threading
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
@@ -40,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "_build" / "html"
 STAGED = ROOT / "_build" / "src"  # what the build rendered (see scripts/build_book.sh)
 SHOTS = ROOT / "_build" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = os.environ.get("CHROMIUM") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -57,12 +68,6 @@ SKIP_DIRS = {"_static", "_sources", "_images", "vendor"}
 ERROR_TEXT = re.compile(
     r"Traceback|(^|\s)[A-Za-z_.]*(Error|Exception)(:|$)|(^|\s)Error\b", re.MULTILINE
 )
-# Errors that every page of a Jupyter Book 1.x site raises, known and harmless. Sphinx 7.4
-# re-adds the inline scripts that extensions register after the builder started (its
-# prepare_writing() adds registry entries with filename '' next to the builder's own with
-# filename None), so sphinx-thebe's `const THEBE_JS_URL` is declared twice; the live-code
-# feature it configures is not used by this book.
-KNOWN_JS_ERRORS = ("Identifier 'THEBE_JS_URL' has already been declared",)
 RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{")
 
 
@@ -168,14 +173,22 @@ def base_url():
     server.server_close()
 
 
+def chromium() -> str:
+    """The browser: $CHROMIUM (a path or a command on PATH), else Debian's /usr/bin/chromium."""
+    found = shutil.which(CHROMIUM)
+    if found is None:
+        how = "set CHROMIUM to a Chromium binary, or run scripts/setup.sh --browser"
+        pytest.fail(f"no browser at {CHROMIUM!r} (CHROMIUM={os.environ.get('CHROMIUM')!r}): {how}")
+    return found
+
+
 @pytest.fixture(scope="module")
 def browser_context(tmp_path_factory):
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh --browser (make test does)")
+    executable = chromium()
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),  # a new, empty user-data-dir
-            executable_path=str(CHROMIUM),
+            executable_path=executable,
             headless=True,
             args=CHROMIUM_ARGS,
             viewport={"width": 1280, "height": 900},
@@ -236,10 +249,7 @@ def test_page(page, base_url, browser_context):
         ),
     )
     js_errors: list[str] = []
-    tab.on(
-        "pageerror",
-        lambda exc: str(exc) not in KNOWN_JS_ERRORS and js_errors.append(str(exc)),
-    )
+    tab.on("pageerror", lambda exc: js_errors.append(str(exc)))
     try:
         # "load", not "networkidle" (which can miss its moment and hang): each check waits for
         # what it needs (MathJax's startup promise, the widgets, the images).
@@ -255,6 +265,9 @@ def test_page(page, base_url, browser_context):
                 check_colab,
                 check_links,
                 check_widgets,
+                check_overflow,
+                check_citations,
+                check_buttons,
             ):
                 try:
                     problems += check(tab, page, base_url)
@@ -262,11 +275,15 @@ def test_page(page, base_url, browser_context):
                     problems.append(f"{check.__name__}: {type(exc).__name__}: {exc}")
         tab.evaluate("() => document.fonts.ready.then(() => true)")
         SHOTS.mkdir(parents=True, exist_ok=True)
+        shot = page.replace("/", "__")
         tab.screenshot(
-            path=str(SHOTS / (page.replace("/", "__") + ".png")),
+            path=str(SHOTS / f"{shot}.png"),
             full_page=True,
             animations="disabled",  # finish CSS transitions (the sidebar slides in)
         )
+        players = tab.locator(".cell_output .animation")
+        for i in range(players.count()):  # the player's buttons, close up
+            players.nth(i).screenshot(path=str(SHOTS / f"{shot}.animation-{i}.png"))
     finally:
         tab.close()
     problems += [f"request to the network (the site must work offline): {u}" for u in blocked]
@@ -424,3 +441,135 @@ def check_widgets(tab, page: str, base_url: str) -> list[str]:
                 f"(readout format {model['format']!r})"
             )
     return problems
+
+
+# Everything that reaches past the right edge of the content column, or of the box that clips
+# or scrolls it, grouped by that box. Text is measured through Ranges (a line of a <pre> is a
+# text node, not an element). MathJax's copy for screen readers is hidden on purpose.
+OVERFLOW_JS = """() => {
+    // the chapter's article; the search page has only its main element
+    const column = document.querySelector('article.bd-article') || document.querySelector('main');
+    if (!column) return null;
+    const clips = (e) => getComputedStyle(e).overflowX !== 'visible';
+    const innerRight = (e) => e.getBoundingClientRect().left + e.clientLeft + e.clientWidth;
+    const cut = new Map();
+    const range = document.createRange();
+    const show = NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT;
+    const walker = document.createTreeWalker(column, show);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const text = node.nodeType === Node.TEXT_NODE;
+        if ((text ? node.parentElement : node).closest('mjx-assistive-mml')) continue;
+        if (text && !node.textContent.trim()) continue;
+        if (text) range.selectNodeContents(node);
+        const r = (text ? range : node).getBoundingClientRect();
+        if (r.width === 0 || r.height === 0) continue;
+        let box = node.parentElement;
+        while (box !== column && !clips(box)) box = box.parentElement;
+        const edge = box === column ? column.getBoundingClientRect().right : innerRight(box);
+        if (r.right > edge + 1) {
+            const seen = cut.get(box) || {count: 0, px: 0};
+            seen.count += 1;
+            seen.px = Math.max(seen.px, Math.ceil(r.right - edge));
+            cut.set(box, seen);
+        }
+    }
+    return Array.from(cut, ([box, seen]) => ({
+        box: box === column ? 'the content column' : `<${box.tagName.toLowerCase()}>`,
+        text: (box === column ? '' : box.innerText).trim().slice(0, 60).replace(/\\s+/g, ' '),
+        count: seen.count,
+        px: seen.px,
+    }));
+}"""
+
+
+def check_overflow(tab, page: str, base_url: str) -> list[str]:
+    cut = tab.evaluate(OVERFLOW_JS)
+    if cut is None:
+        return ["no content column (article.bd-article or main) to check for overflow"]
+    return [
+        f"cut off at the right: {c['count']} piece(s) of {c['box']} {c['text']!r} reach "
+        f"{c['px']} px past its edge"
+        for c in cut
+    ]
+
+
+def check_citations(tab, page: str, base_url: str) -> list[str]:
+    found = tab.evaluate(
+        """() => {
+        const label = (c) => c.querySelector('.label').textContent.trim().replace(/^\\[|\\]$/g, '');
+        const entries = Array.from(document.querySelectorAll('div.citation')).map(c => ({
+            id: c.id,
+            label: label(c),
+            links: Array.from(c.querySelectorAll('a.reference.external')).map(a => a.href),
+        }));
+        const byId = Object.fromEntries(entries.map(e => [e.id, e.label]));
+        const cites = Array.from(document.querySelectorAll('a.reference.internal[href^="#"]'))
+            .filter(a => a.getAttribute('href').slice(1) in byId)
+            .map(a => ({text: a.textContent.trim(), label: byId[a.getAttribute('href').slice(1)]}));
+        return {entries, cites};
+    }"""
+    )
+    problems = []
+    for text, label in sorted({(c["text"], c["label"]) for c in found["cites"]}):
+        # {cite:p} prints the whole label, {cite:t} its year after the authors' names
+        if text != label and not label.endswith(", " + text):
+            problems.append(f"citation {text!r} of the bibliography entry labelled {label!r}")
+    labels = [e["label"] for e in found["entries"]]
+    problems += [
+        f"two bibliography entries labelled {x!r}"
+        for x in sorted(set(labels))
+        if labels.count(x) > 1
+    ]
+    for entry in found["entries"]:
+        if len(entry["links"]) > 1:
+            problems.append(
+                f"bibliography entry {entry['label']!r} links more than once: {entry['links']}"
+            )
+    return problems
+
+
+def check_buttons(tab, page: str, base_url: str) -> list[str]:
+    buttons = tab.locator(".cell_output button")
+    if buttons.count() == 0:
+        return []
+    cdp = tab.context.new_cdp_session(tab)
+    cdp.send("DOM.enable")
+    cdp.send("CSS.enable")
+    root = cdp.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+    node_ids = cdp.send(
+        "DOM.querySelectorAll", {"nodeId": root, "selector": ".cell_output button"}
+    )["nodeIds"]
+    problems = []
+    for i, node_id in enumerate(node_ids):
+        button = buttons.nth(i)
+        name = button.get_attribute("title") or button.get_attribute("aria-label") or f"#{i}"
+        drawn = button.evaluate(
+            """b => Array.from(b.querySelectorAll('svg, img')).some(e => {
+                const r = e.getBoundingClientRect();
+                const marks = e.tagName === 'IMG' ? e.naturalWidth > 0
+                    : e.querySelector('path, rect, circle, ellipse, line, polyline, polygon, use');
+                return r.width > 0 && r.height > 0 && marks;
+            })"""
+        )
+        text = button.evaluate("b => b.textContent.replace(/\\s+/g, '')")
+        fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node_id})["fonts"]
+        system = sorted({f["familyName"] for f in fonts if not f["isCustomFont"]})
+        if not drawn and not text:
+            problems.append(f"button {name!r} shows nothing (no SVG, image or text)")
+        elif system and not text.isascii():
+            problems.append(
+                f"button {name!r} draws {text!r} with the reader's system font(s) {system}: an "
+                "empty box where those fonts lack the glyph (use an inline SVG)"
+            )
+    cdp.detach()
+    return problems
+
+
+def test_index_page_is_not_empty():
+    """Sphinx's Index page (genindex) is either left out of the site or lists something."""
+    index = SITE / "genindex.html"
+    if not (SITE / "index.html").exists():
+        pytest.fail(f"no built site in {SITE}: run scripts/build_book.sh first")
+    if index.exists():
+        entries = re.findall(r'<table[^>]*class="[^"]*indextable', index.read_text())
+        assert entries, "genindex.html is an empty Index page (set html_use_index: false)"
