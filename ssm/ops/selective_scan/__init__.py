@@ -25,20 +25,11 @@ __all__ = [
 ]
 
 
-def _real(name: str, x: torch.Tensor | None, shape: tuple[int, ...], what: str) -> None:
-    """``x`` is absent, or a real floating tensor of exactly ``shape``."""
-    if x is None:
-        return
-    _checks.tensor(name, x, complex_ok=False)
-    if tuple(x.shape) != shape:
-        raise ValueError(f"{name} must have shape {shape} ({what}), got {tuple(x.shape)}")
-
-
 def _grouped_bc(
     name: str, M: torch.Tensor, batch: int, dim: int, dstate: int, tail: tuple[int, ...]
 ) -> None:
     """``M`` is ``(B, N, *tail)`` or ``(B, G, N, *tail)`` with ``G`` dividing ``D``."""
-    _checks.tensor(name, M, complex_ok=False)
+    _checks.real(name, M)
     lead = len(tail)
     shape = tuple(M.shape)
     ok = M.ndim in (2 + lead, 3 + lead) and shape[0] == batch and shape[-1 - lead] == dstate
@@ -53,20 +44,24 @@ def _grouped_bc(
         )
 
 
-def _same_device(**tensors: torch.Tensor | None) -> None:
-    devices = {name: t.device for name, t in tensors.items() if t is not None}
-    if len(set(devices.values())) > 1:
-        listed = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
-        raise ValueError(f"all tensors must be on one device, got {listed}")
+def _nonempty(name: str, x: torch.Tensor, letters: str) -> None:
+    """Every dimension of ``x`` (named by ``letters``) is at least 1: an empty batch, channel
+    axis, state or sequence is refused rather than half-supported."""
+    for letter, size in zip(letters.split(", "), x.shape, strict=True):
+        if size < 1:
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)} ({letters}) with {letter} = 0; "
+                f"{letter} must be at least 1"
+            )
 
 
 def _check_scan(u, delta, A, B, C, D, z, delta_bias) -> None:
-    _checks.tensor("u", u, complex_ok=False)
+    _checks.real("u", u)
     if u.ndim != 3:
         raise ValueError(f"u must have shape (batch, dim, L), got {tuple(u.shape)}")
     batch, dim, length = u.shape
-    _real("delta", delta, (batch, dim, length), "like u")
-    _checks.tensor("A", A, complex_ok=False)  # complex A (S4D-style) is not supported
+    _checks.real("delta", delta, (batch, dim, length), "like u")
+    _checks.real("A", A)  # complex A (S4D-style) is not supported
     if A.ndim != 2 or A.shape[0] != dim:
         raise ValueError(f"A must have shape (dim, N) with dim={dim}, got {tuple(A.shape)}")
     dstate = A.shape[1]
@@ -74,10 +69,12 @@ def _check_scan(u, delta, A, B, C, D, z, delta_bias) -> None:
     _grouped_bc("C", C, batch, dim, dstate, (length,))
     if C.shape != B.shape:
         raise ValueError(f"C must have the shape of B {tuple(B.shape)}, got {tuple(C.shape)}")
-    _real("D", D, (dim,), "one skip weight per channel")
-    _real("z", z, (batch, dim, length), "like u")
-    _real("delta_bias", delta_bias, (dim,), "one bias per channel")
-    _same_device(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
+    _checks.real("D", D, (dim,), "one skip weight per channel")
+    _checks.real("z", z, (batch, dim, length), "like u")
+    _checks.real("delta_bias", delta_bias, (dim,), "one bias per channel")
+    _checks.one_device(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
+    _nonempty("u", u, "batch, dim, L")
+    _nonempty("A", A, "dim, N")
 
 
 def _probe_scan(device: torch.device) -> None:
@@ -153,21 +150,32 @@ def selective_scan(
 
 
 def _check_step(state, x, dt, A, B, C, D, z, dt_bias) -> None:
-    _checks.tensor("state", state, complex_ok=False)
+    _checks.real("state", state)
     if state.ndim != 3:
         raise ValueError(f"state must have shape (batch, dim, N), got {tuple(state.shape)}")
     batch, dim, dstate = state.shape
-    _real("x", x, (batch, dim), "(batch, dim) of state")
-    _real("dt", dt, (batch, dim), "like x")
-    _real("A", A, (dim, dstate), "(dim, N) of state")
+    _checks.real("x", x, (batch, dim), "(batch, dim) of state")
+    _checks.real("dt", dt, (batch, dim), "like x")
+    _checks.real("A", A, (dim, dstate), "(dim, N) of state")
     _grouped_bc("B", B, batch, dim, dstate, ())
     _grouped_bc("C", C, batch, dim, dstate, ())
     if C.shape != B.shape:
         raise ValueError(f"C must have the shape of B {tuple(B.shape)}, got {tuple(C.shape)}")
-    _real("D", D, (dim,), "one skip weight per channel")
-    _real("z", z, (batch, dim), "like x")
-    _real("dt_bias", dt_bias, (dim,), "one bias per channel")
-    _same_device(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
+    _checks.real("D", D, (dim,), "one skip weight per channel")
+    _checks.real("z", z, (batch, dim), "like x")
+    _checks.real("dt_bias", dt_bias, (dim,), "one bias per channel")
+    _checks.one_device(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
+    _nonempty("state", state, "batch, dim, N")
+    _in_place("state", state)
+
+
+def _in_place(name: str, state: torch.Tensor) -> None:
+    """``state`` is updated in place, so no two of its elements may share memory."""
+    if any(st == 0 and n > 1 for st, n in zip(state.stride(), state.shape, strict=True)):
+        raise ValueError(
+            f"{name} is updated in place but is an expanded view (strides {state.stride()}, "
+            f"shape {tuple(state.shape)}); pass a tensor that owns its elements (.clone())"
+        )
 
 
 def _probe_step(device: torch.device) -> None:

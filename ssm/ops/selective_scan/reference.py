@@ -14,13 +14,15 @@ Same semantics and layouts as ``mamba_ssm``'s ``selective_scan_ref`` (real ``A``
 ``B`` and ``C``). Dimension letters: B batch, D channels (``dim``), L length, N state size,
 G groups (each group of ``B``/``C`` serves ``D / G`` consecutive channels).
 
-Explained in the Mamba chapter of the book.
+Explained in the book's chapter *Making SSMs fast* (``book/making_ssms_fast.ipynb``).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from ..common import step_size
 
 
 def _work_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
@@ -39,15 +41,9 @@ def _per_channel(M: torch.Tensor, dim: int) -> torch.Tensor:
     return M.repeat_interleave(dim // M.shape[1], dim=1)  # (B D N)
 
 
-def _step_size(
-    delta: torch.Tensor, bias: torch.Tensor | None, softplus: bool, dtype: torch.dtype
-) -> torch.Tensor:
-    """``Δ = softplus(δ + bias)``; ``bias`` is per channel, on dimension 1 of ``delta``."""
-    delta = delta.to(dtype)
-    if bias is not None:
-        shape = (-1,) + (1,) * (delta.ndim - 2)
-        delta = delta + bias.to(dtype).view(shape)
-    return F.softplus(delta) if softplus else delta
+def _per_channel_bias(bias: torch.Tensor | None, ndim: int, dtype: torch.dtype):
+    """``bias`` ``(D,)`` shaped to broadcast over dimension 1 of a ``(B, D, ...)`` tensor."""
+    return None if bias is None else bias.to(dtype).view((-1,) + (1,) * (ndim - 2))
 
 
 def _ssm_step(
@@ -102,7 +98,8 @@ def selective_scan_ref(
     """
     work = _work_dtype(u, delta, A, B, C, D, z, delta_bias)
     batch, dim, length = u.shape
-    dt = _step_size(delta, delta_bias, delta_softplus, work)  # (B D L)
+    bias = _per_channel_bias(delta_bias, delta.ndim, work)  # (D 1)
+    dt = step_size(delta.to(work), bias, delta_softplus)  # (B D L)   Δ = softplus(δ + bias)
     x = u.to(work)  # (B D L)
     A = A.to(work)  # (D N)
     B = B.to(work)  # (B N L) or (B G N L)
@@ -156,7 +153,8 @@ def selective_state_update_ref(
     """
     work = _work_dtype(state, x, dt, A, B, C, D, z, dt_bias)
     dim = x.shape[1]
-    step = _step_size(dt, dt_bias, dt_softplus, work)  # (B D)
+    bias = _per_channel_bias(dt_bias, dt.ndim, work)  # (D,)
+    step = step_size(dt.to(work), bias, dt_softplus)  # (B D)
     u = x.to(work)  # (B D)
     B_t = _per_channel(B.to(work), dim)  # (B D N) or (B 1 N)
     C_t = _per_channel(C.to(work), dim)

@@ -29,7 +29,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ..common import contiguous
 from ..dispatch import deterministic
+from ..triton_common import THRESHOLD, softplus
 
 # Knobs, measured on an H100 (see the README). CHUNK: steps per tile, and between two states
 # saved for the backward (a power of 2). *_BLOCK_D: channels per program (at most); *_WARPS:
@@ -49,12 +51,6 @@ def _combine(a_left, b_left, a_right, b_right):
 
 
 @triton.jit
-def _softplus(x):
-    # log(1 + exp(x)) without overflow; equals x to float32 precision above 20, as torch's.
-    return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
-
-
-@triton.jit
 def _load_dt(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """Load ``δ`` and return (``δ + bias``, ``Δ``), with ``Δ = 0`` outside ``mask``."""
     pre = tl.load(delta_ptrs, mask=mask, other=0.0).to(tl.float32)
@@ -62,7 +58,7 @@ def _load_dt(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.conste
         pre = pre + bias
     dt = pre
     if SOFTPLUS:
-        dt = _softplus(pre)
+        dt = softplus(pre)
     return pre, tl.where(mask, dt, 0.0)
 
 
@@ -252,8 +248,8 @@ def _bwd_kernel(
         if HAS_Z:
             dz = dz_in * y * sig * (1.0 + z * (1.0 - sig))
             tl.store(dz_ptr + grad_row + t[None, :], dz.to(dz_ptr.dtype.element_ty), mask=dt_mask)
-        if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(pre)
+        if SOFTPLUS:  # d softplus / dx: sigmoid, exactly 1 above the threshold
+            ddt = ddt * tl.where(pre <= THRESHOLD, tl.sigmoid(pre), 1.0)
         ddt = tl.where(dt_mask, ddt, 0.0)
         dbias_acc += tl.sum(ddt, axis=1)
         tl.store(du_ptr + grad_row + t[None, :], du.to(du_ptr.dtype.element_ty), mask=dt_mask)
@@ -318,17 +314,20 @@ def _strides(x: torch.Tensor | None) -> tuple[int, int]:
     return (x.stride(0), x.stride(1)) if x is not None else (0, 0)
 
 
-def _last_dim_contiguous(x: torch.Tensor | None) -> torch.Tensor | None:
-    """The kernels step along the last dimension with stride 1 and take the others as given."""
-    if x is None or x.stride(-1) == 1:
-        return x
-    return x.contiguous()
+def _rows(x: torch.Tensor | None) -> torch.Tensor | None:
+    """A ``(B, D, L)`` tensor as the kernels read it: steps adjacent (stride 1 along ``L``), the
+    batch and channel strides taken as they are (any, 0 included, so that ``u`` and ``z`` may be
+    the two halves of one projection without a copy), lazy negation and conjugation applied."""
+    if x is None:
+        return None
+    x = x.resolve_conj().resolve_neg()
+    return x if x.stride(-1) == 1 else x.contiguous()
 
 
 def _grouped(M: torch.Tensor) -> torch.Tensor:
     """``(B, N, L)`` → ``(B, 1, N, L)``, contiguous (``B`` and ``C`` then share strides)."""
-    M = M[:, None] if M.ndim == 3 else M
-    return M.contiguous()
+    (M,) = contiguous(M[:, None] if M.ndim == 3 else M)
+    return M
 
 
 class _SelectiveScan(torch.autograd.Function):
@@ -336,8 +335,8 @@ class _SelectiveScan(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         batch, dim, length = u.shape
         dstate = A.shape[1]
-        u, delta, z = (_last_dim_contiguous(x) for x in (u, delta, z))
-        A, D, delta_bias = (x.contiguous() if x is not None else None for x in (A, D, delta_bias))
+        u, delta, z = (_rows(x) for x in (u, delta, z))
+        A, D, delta_bias = contiguous(A, D, delta_bias)
         Bg, Cg = _grouped(B), _grouped(C)  # (B G N L)
         groups = Bg.shape[1]
         dpg = dim // groups
@@ -381,7 +380,7 @@ class _SelectiveScan(torch.autograd.Function):
         dpg = dim // groups
         block_d = _block_d(dpg, BWD_BLOCK_D)
         n_tiles = triton.cdiv(length, block_t)
-        dout = _last_dim_contiguous(dout)
+        dout = _rows(dout)
         n_blocks = triton.cdiv(dpg, block_d)
         atomic = n_blocks > 1 and not deterministic()
         dev = u.device
@@ -459,21 +458,23 @@ def selective_state_update_triton(
     dstate = A.shape[1]
     Bg = B[:, None] if B.ndim == 2 else B  # (B G N)
     Cg = C[:, None] if C.ndim == 2 else C
-    Bg, Cg = Bg.contiguous(), Cg.contiguous()
-    x, dt, A, D, z, dt_bias = (
-        t.contiguous() if t is not None else None for t in (x, dt, A, D, z, dt_bias)
-    )
+    Bg, Cg, x, dt, A, D, z, dt_bias = contiguous(Bg, Cg, x, dt, A, D, z, dt_bias)
+    # The state is read and written in place through its strides; a lazily negated view is
+    # updated through a resolved copy, written back afterwards.
+    work = state.resolve_neg() if state.is_neg() else state
     out = torch.empty(batch, dim, dtype=x.dtype, device=x.device)
     block_n = triton.next_power_of_2(dstate)
     block_d = min(triton.next_power_of_2(dim), max(1, 512 // block_n))
     grid = (batch, triton.cdiv(dim, block_d))
     _step_kernel[grid](
-        state, x, dt, A, Bg, Cg, D, z, dt_bias, out,
+        work, x, dt, A, Bg, Cg, D, z, dt_bias, out,
         dim, dstate, dim // Bg.shape[1],
-        *state.stride(), x.stride(0), dt.stride(0),
+        *work.stride(), x.stride(0), dt.stride(0),
         z.stride(0) if z is not None else 0,
         Bg.stride(0), Bg.stride(1),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None,
         SOFTPLUS=dt_softplus, BLOCK_D=block_d, BLOCK_N=block_n, num_warps=4,
     )  # fmt: skip
+    if work is not state:
+        state.copy_(work)
     return out
