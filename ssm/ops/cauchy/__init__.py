@@ -2,7 +2,9 @@
 
 :func:`cauchy` picks the Triton kernel on CUDA tensors and the PyTorch reference otherwise
 (:mod:`ssm.ops.dispatch`). Derivation of the fused form and of the gradients: ``README.md`` in
-this folder; explained in the S4 chapter of the book.
+this folder; explained in the book's chapter "Making SSMs fast", section "Diagonal kernels: the
+Vandermonde and Cauchy products" (and its use by S4 in "From ODE to S4"). Dimension letters:
+H rows, N poles (one of each conjugate pair), L points.
 """
 
 from __future__ import annotations
@@ -21,18 +23,20 @@ def cauchy(
 ) -> torch.Tensor:
     """``out[h, l] = Σ_n v[h,n]/(z[l] - w[h,n]) + conj(v[h,n])/(z[l] - conj(w[h,n]))``.
 
-    ``v`` and ``w`` hold one of each conjugate pair of a real system.
+    ``v`` and ``w`` hold one of each conjugate pair of a real system. Empty dimensions give
+    empty (``H = 0``) or zero (``N = 0``) results on both paths.
 
     Args:
         v: ``(H, N)`` complex numerators.
         z: ``(L,)`` complex evaluation points.
         w: ``(H, N)`` complex poles.
         backend: ``"auto"``, ``"reference"`` or ``"triton"`` (see :mod:`ssm.ops.dispatch`).
-            The Triton kernel computes in float32; complex128 inputs use the reference under
-            ``"auto"``.
+            The Triton kernel computes in complex64; complex128 inputs use the reference under
+            ``"auto"`` and raise ``ValueError`` under ``"triton"``.
 
     Returns:
-        ``(H, L)`` complex, differentiable in ``v``, ``z`` and ``w``.
+        ``(H, L)`` complex (the promoted dtype of the inputs), differentiable in ``v``, ``z``
+        and ``w``.
     """
     v, z, w = (_checks.tensor(n, t) for n, t in (("v", v), ("z", z), ("w", w)))
     for name, t, ndim, shape in (("v", v, 2, "(H, N)"), ("w", w, 2, "(H, N)"), ("z", z, 1, "(L,)")):
@@ -47,8 +51,7 @@ def cauchy(
         )
     if z.shape[0] < 1:
         raise ValueError("z must hold at least one point, got shape (0,)")
-    if len({v.device, z.device, w.device}) > 1:
-        raise ValueError(f"v, z, w must be on one device, got {v.device}, {z.device}, {w.device}")
+    _checks.one_device(v=v, z=z, w=w)
     dtype = _checks.common_dtype(v, z, w)
     if choose("cauchy", (v, z, w), backend, _probe) == "triton":
         from .triton import cauchy_triton

@@ -24,6 +24,8 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from ..common import contiguous
+
 # Tiles measured on an H100 at H 1024, N 64, L 16384 (README): forward, then backward (128
 # registers a thread, no spills in ptxas -v).
 BLOCK_N, BLOCK_L = 16, 256
@@ -140,8 +142,9 @@ def _backward_kernel(
 
 
 def _interleaved(z: torch.Tensor) -> torch.Tensor:
-    """Complex ``(...)`` → contiguous float32 ``(..., 2)``."""
-    return torch.view_as_real(z.to(torch.complex64).resolve_conj().contiguous())
+    """Complex ``(...)`` → dense float32 ``(..., 2)``, as the kernels read it through raw
+    pointers (strided, expanded and ``conj()`` views resolved first)."""
+    return torch.view_as_real(contiguous(z.to(torch.complex64))[0])
 
 
 def _sum(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor, squared: bool) -> torch.Tensor:

@@ -4,17 +4,16 @@
 kernel's transform once for repeated calls) for long kernels, and for short kernels
 (``L_k ≤ 64``) a Triton direct convolution with the skip term fused, on CUDA tensors
 (:mod:`ssm.ops.dispatch`). Where each path pays off, with measurements: ``README.md`` in this
-folder. Explained in the S4 and Hyena chapters of the book.
+folder. Explained in the book's chapter "Making SSMs fast", section "Long convolutions and
+decoding". Dimension letters: B batch, H channels, L length, L_k kernel length.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from ... import _checks
-from ..dispatch import BACKENDS, ENV_VAR, choose
+from ..dispatch import choose, requested_backend
 from .reference import FFTConvKernel, fftconv_ref, kernel_fft
 
 __all__ = ["SHORT_KERNEL", "FFTConvKernel", "fftconv", "fftconv_ref", "kernel_fft"]
@@ -39,10 +38,13 @@ def fftconv(
         D: skip term, a float or ``(H,)``.
         backend: ``"auto"``, ``"reference"`` or ``"triton"`` (see :mod:`ssm.ops.dispatch`); the
             Triton kernel serves kernels of at most ``SHORT_KERNEL`` taps (after truncation to
-            ``L``) and computes in float32.
+            ``L``) and accumulates in float32; float64 inputs use the FFT under ``"auto"`` and
+            raise ``ValueError`` under ``"triton"``.
 
     Returns:
-        ``y`` ``(B, H, L)``, differentiable in ``u``, ``k`` and ``D``.
+        ``y`` ``(B, H, L)`` in the promoted dtype of ``u``, ``k`` and ``D`` (float16 and
+        bfloat16 inputs are transformed in float32 on the FFT path), differentiable in ``u``,
+        ``k`` and ``D``; empty for ``B = 0`` or ``H = 0``.
     """
     u = _checks.tensor("u", u, complex_ok=False)
     if u.ndim != 3 or u.shape[-1] < 1:
@@ -67,14 +69,10 @@ def fftconv(
     elif D is not None and (isinstance(D, bool) or not isinstance(D, (int, float))):
         raise ValueError(f"D must be None, a float or a tensor of shape (H,), got {D!r}")
     k_tensor = k.k_f if isinstance(k, FFTConvKernel) else k
-    tensors = (u, k_tensor, D) if isinstance(D, torch.Tensor) else (u, k_tensor)
-    if len({t.device for t in tensors}) > 1:
-        raise ValueError("u, k and D must be on one device")
+    _checks.one_device(u=u, k=k_tensor, D=D)
+    tensors = (u, k_tensor, D)
     if isinstance(k, FFTConvKernel) or min(k.shape[1], L) > SHORT_KERNEL:
-        requested = backend if backend is not None else os.environ.get(ENV_VAR, "auto")
-        if requested not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {requested!r}")
-        if requested == "triton":
+        if requested_backend(backend) == "triton":
             raise ValueError(
                 f"fftconv: backend 'triton' is a direct convolution for kernels of at most "
                 f"{SHORT_KERNEL} taps, this one is "

@@ -18,6 +18,8 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from ..common import contiguous
+
 # Outputs per program and its warps (measured on an H100 at B 8, H 1024, L 16384, 64 taps).
 BLOCK_L, NUM_WARPS = 128, 4
 DK_BLOCK_L = 256  # positions per tile of the dk reduction
@@ -86,9 +88,13 @@ def _kernel_grad_kernel(
     tl.store(dk_ptr + offs + taps, acc, mask=taps < K)
 
 
-def _conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None, anticausal: bool):
+def _conv(
+    u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None, anticausal: bool, dtype: torch.dtype
+):
+    """Launch the convolution on dense ``u`` ``(B, H, L)``, ``k`` ``(H, K)`` float32 and ``D``
+    ``(H,)`` float32 or ``None``; returns ``y`` ``(B, H, L)`` in ``dtype``."""
     B, H, L = u.shape
-    y = torch.empty_like(u)
+    y = torch.empty(B, H, L, device=u.device, dtype=dtype)
     _conv_kernel[(B * H, triton.cdiv(L, BLOCK_L))](
         u,
         k,
@@ -107,17 +113,17 @@ def _conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None, anticausal: 
 
 class _CausalConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None) -> torch.Tensor:
+    def forward(ctx, u, k, D, dtype: torch.dtype) -> torch.Tensor:
         ctx.save_for_backward(u, k, D)
-        return _conv(u, k, D, anticausal=False)
+        return _conv(u, k, D, anticausal=False, dtype=dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g: torch.Tensor):
         u, k, D = ctx.saved_tensors
-        need_u, need_k, need_D = ctx.needs_input_grad
-        g = g.contiguous()
-        du = _conv(g, k, D, anticausal=True) if need_u else None
+        need_u, need_k, need_D = ctx.needs_input_grad[:3]
+        (g,) = contiguous(g)
+        du = _conv(g, k, D, anticausal=True, dtype=u.dtype) if need_u else None
         dk = dD = None
         if need_k:
             B, H, L = u.shape
@@ -140,7 +146,7 @@ class _CausalConv(torch.autograd.Function):
             dk = partial.sum(1).to(k.dtype)  # partial sums added in a fixed order
         if need_D:
             dD = (g.float() * u.float()).sum((0, 2)).to(D.dtype)
-        return du, dk, dD
+        return du, dk, dD, None
 
 
 def causal_conv_triton(
@@ -150,11 +156,14 @@ def causal_conv_triton(
 
     ``u`` ``(B, H, L)`` (float32, float16 or bfloat16; accumulated in float32), ``k``
     ``(H, L_k)`` with ``L_k ≤ 64`` (truncated to ``L``), ``D`` a float or ``(H,)``. Returns
-    ``(B, H, L)`` in ``u``'s dtype; differentiable in ``u``, ``k`` and ``D``.
+    ``(B, H, L)`` in the promoted dtype of ``u``, ``k`` and ``D``; differentiable in ``u``, ``k``
+    and ``D``. Every input is made dense before the kernels read it through raw pointers.
     """
     H, L = k.shape[0], u.shape[-1]
-    k = k[:, :L].float().contiguous()
-    if D is not None and not isinstance(D, torch.Tensor):
+    dtype = torch.promote_types(u.dtype, k.dtype)
+    if isinstance(D, torch.Tensor):
+        dtype = torch.promote_types(dtype, D.dtype)
+    elif D is not None:
         D = torch.full((H,), float(D), device=u.device)
-    D = None if D is None else D.float().contiguous()
-    return _CausalConv.apply(u.contiguous(), k, D)
+    u, k, D = contiguous(u, k[:, :L].float(), None if D is None else D.float())
+    return _CausalConv.apply(u, k, D, dtype)

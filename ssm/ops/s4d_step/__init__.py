@@ -17,7 +17,7 @@ import torch
 from ... import _checks
 from ..dispatch import choose
 from ..fftconv import SHORT_KERNEL, fftconv
-from ..vandermonde import vandermonde, vandermonde_transpose
+from ..vandermonde import log_eigenvalues, vandermonde, vandermonde_transpose
 from .reference import s4d_step_ref
 
 __all__ = ["s4d_prefill", "s4d_step", "s4d_step_ref"]
@@ -35,11 +35,12 @@ def s4d_step(
 ) -> torch.Tensor:
     """``x_k = Ā x_{k-1} + B̄ u_k`` (``state`` updated in place), ``y_k = 2 Re(C x_k) + D u_k``.
 
-    Inference only: no gradient flows through the in-place update.
+    Inference only: no gradient flows through the in-place update. Any layout of ``state``
+    works, a ``conj()`` view included; the Triton kernel updates a dense complex64 ``state`` in
+    place directly and any other one through a dense copy written back.
 
     Args:
-        state: ``(B, H, N)`` complex ``x_{k-1}``, overwritten with ``x_k`` (contiguous
-            complex64 for the Triton kernel).
+        state: ``(B, H, N)`` complex ``x_{k-1}``, overwritten with ``x_k``.
         u: ``(B, H)`` real input of this step.
         Ab, Bb, C: ``(H, N)`` complex: ``Ā``, ``B̄`` and ``C``.
         D: skip term, a float or ``(H,)``.
@@ -59,18 +60,13 @@ def s4d_step(
     if u.shape != (B, H):
         raise ValueError(f"u must have shape (B, H) = {(B, H)}, got {tuple(u.shape)}")
     tensors = (state, u, Ab, Bb, C, D if isinstance(D, torch.Tensor) else None)
-    _same_device(tensors)
+    _checks.one_device(state=state, u=u, Ab=Ab, Bb=Bb, C=C, D=D)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         raise ValueError(
             "s4d_step is an inference op (the state is updated in place): call it under "
             "torch.no_grad(), or differentiate through s4d_prefill / ssm.s4d_kernel instead"
         )
     if choose("s4d_step", tensors, backend, _probe) == "triton":
-        if not state.is_contiguous():
-            raise ValueError(
-                "state must be contiguous for the in-place Triton update: "
-                "pass state.contiguous() and keep that tensor, or use backend='reference'"
-            )
         from .triton import s4d_step_triton
 
         return s4d_step_triton(state, u, Ab, Bb, C, D)
@@ -89,19 +85,22 @@ def s4d_prefill(
     """Run the prompt ``u`` ``(B, H, L)`` as a convolution; return ``(y, state)``.
 
     ``y`` ``(B, H, L)`` is ``K * u + D u`` with ``K[l] = 2 Re(Σ_n C_n B̄_n Ā_n^l)``, computed as
-    :func:`vandermonde` ``(C B̄, log Ā, L)`` (``Ā^l = exp(l log Ā)``); ``state`` ``(B, H, N)``
-    is ``x_{L-1} = Σ_j Ā^{L-1-j} B̄ u_j``, the transposed product of the reversed input. Feeding
-    ``state`` to :func:`s4d_step` continues the sequence. Arguments as in :func:`s4d_step`.
+    :func:`vandermonde` ``(C B̄, log Ā, L)`` (``Ā^l = exp(l log Ā)``, exact also where ``Ā``
+    underflowed to 0: :func:`~ssm.ops.vandermonde.log_eigenvalues`); ``state`` ``(B, H, N)`` is
+    ``x_{L-1} = Σ_j Ā^{L-1-j} B̄ u_j``, the transposed product of the reversed input. Feeding
+    ``state`` to :func:`s4d_step` continues the sequence. Arguments as in :func:`s4d_step`,
+    with ``u`` ``(B, H, L)``.
     """
     u = _checks.tensor("u", u, complex_ok=False)
     if u.ndim != 3 or u.shape[-1] < 1:
         raise ValueError(f"u must have shape (B, H, L) with L >= 1, got {tuple(u.shape)}")
     _, H, L = u.shape
+    _checks.tensor("Ab", Ab)
     if Ab.ndim != 2:
         raise ValueError(f"Ab must have shape (H, N), got {tuple(Ab.shape)}")
     Ab, Bb, C, D = _parameters(H, Ab.shape[1], Ab, Bb, C, D)
-    _same_device((u, Ab, Bb, C, D if isinstance(D, torch.Tensor) else None))
-    x = torch.log(Ab)  # Ā^l = exp(l log Ā): (H N) complex
+    _checks.one_device(u=u, Ab=Ab, Bb=Bb, C=C, D=D)
+    x = log_eigenvalues(Ab)  # Ā^l = exp(l log Ā): (H N) complex
     K = vandermonde(C * Bb, x, L, backend=backend)  # (H L)
     # a kernel as long as the prompt takes the FFT path (the Triton conv serves short ones)
     y = fftconv(u, K.to(u.dtype), D, backend=backend if L <= SHORT_KERNEL else "reference")
@@ -125,12 +124,6 @@ def _parameters(H: int, N: int, Ab, Bb, C, D):
     elif D is not None and (isinstance(D, bool) or not isinstance(D, (int, float))):
         raise ValueError(f"D must be None, a float or a tensor of shape (H,), got {D!r}")
     return Ab, Bb, C, D
-
-
-def _same_device(tensors) -> None:
-    devices = {t.device for t in tensors if t is not None}
-    if len(devices) > 1:
-        raise ValueError(f"all inputs must be on one device, got {sorted(map(str, devices))}")
 
 
 def _probe(device: torch.device) -> None:

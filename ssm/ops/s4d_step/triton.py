@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..common import contiguous
+
 
 @triton.jit
 def _complex(z, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -59,7 +61,9 @@ def _step_kernel(
 
 
 def _interleaved(z: torch.Tensor) -> torch.Tensor:
-    return torch.view_as_real(z.to(torch.complex64).resolve_conj().contiguous())
+    """Complex ``(...)`` → dense float32 ``(..., 2)`` (strided, expanded and ``conj()`` views
+    resolved first), as the kernel reads it through raw pointers."""
+    return torch.view_as_real(contiguous(z.to(torch.complex64))[0])
 
 
 def s4d_step_triton(
@@ -70,22 +74,27 @@ def s4d_step_triton(
     C: torch.Tensor,
     D: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
-    """Same signature as :func:`ssm.ops.s4d_step.reference.s4d_step_ref`; ``state`` must be a
-    contiguous complex64 ``(B, H, N)`` tensor (updated in place). Returns float32 ``(B, H)``."""
+    """Same signature as :func:`ssm.ops.s4d_step.reference.s4d_step_ref`: ``state`` complex
+    ``(B, H, N)`` is updated in place (directly when it is a dense complex64 tensor without the
+    conjugate bit, else through a dense copy written back). Returns float32 ``(B, H)``."""
     B, H, N = state.shape
     if D is not None and not isinstance(D, torch.Tensor):
         D = torch.full((H,), float(D), device=state.device)
-    BLOCK_N = triton.next_power_of_2(N)
+    direct = state.dtype == torch.complex64 and state.is_contiguous()
+    direct = direct and not (state.is_conj() or state.is_neg())
+    work = state if direct else contiguous(state.to(torch.complex64))[0]  # (B H N) dense
+    BLOCK_N = max(1, triton.next_power_of_2(N))
     BLOCK_H = max(1, min(triton.next_power_of_2(H), 1024 // BLOCK_N))
     y = torch.empty(B, H, device=state.device, dtype=torch.float32)
     Ab_ = _interleaved(Ab)
+    u_, D_ = contiguous(u.float(), None if D is None else D.float())
     _step_kernel[(B, triton.cdiv(H, BLOCK_H))](
-        torch.view_as_real(state),
-        u.float().contiguous(),
+        torch.view_as_real(work),
+        u_,
         Ab_,
         _interleaved(Bb),
         _interleaved(C),
-        Ab_ if D is None else D.float().contiguous(),  # unused pointer when there is no D
+        Ab_ if D_ is None else D_,  # unused pointer when there is no D
         y,
         H,
         N,
@@ -93,4 +102,6 @@ def s4d_step_triton(
         BLOCK_N=BLOCK_N,
         HAS_D=D is not None,
     )
+    if not direct:
+        state.copy_(work)
     return y

@@ -3,7 +3,9 @@
 The kernel of S4D (``x = ΔA``, ``v = C ∘ B̄``), DSS and Mega's EMA. :func:`vandermonde` picks the
 Triton kernel on CUDA tensors and the PyTorch reference otherwise (:mod:`ssm.ops.dispatch`);
 :func:`vandermonde_blocked` is the two-level matmul formulation in PyTorch. Derivation of the
-kernel and its gradients: ``README.md`` in this folder; explained in the S4D chapter of the book.
+kernel and its gradients: ``README.md`` in this folder; explained in the book's chapter "Making
+SSMs fast", section "Diagonal kernels: the Vandermonde and Cauchy products". Dimension letters:
+H channels, N state size (one of each conjugate pair), L length.
 """
 
 from __future__ import annotations
@@ -33,14 +35,15 @@ def vandermonde(v: torch.Tensor, x: torch.Tensor, L: int, *, backend: str | None
 
     Args:
         v: ``(H, N)`` complex, e.g. ``C ∘ B̄``.
-        x: ``(H, N)`` complex, e.g. ``log Ā = ΔA``.
+        x: ``(H, N)`` complex, e.g. ``log Ā = ΔA`` (:func:`log_eigenvalues` of ``Ā``).
         L: kernel length.
         backend: ``"auto"``, ``"reference"`` or ``"triton"`` (see :mod:`ssm.ops.dispatch`).
             The Triton kernel computes in float32; complex128 inputs use the reference under
-            ``"auto"``.
+            ``"auto"`` and raise ``ValueError`` under ``"triton"``.
 
     Returns:
-        ``K`` ``(H, L)`` real (float32 from the Triton kernel), differentiable in ``v`` and ``x``.
+        ``K`` ``(H, L)`` real (float32 from the Triton kernel), differentiable in ``v`` and
+        ``x``; zero for ``N = 0``.
     """
     v, x = _checks.tensor("v", v), _checks.tensor("x", x)
     for name, t in (("v", v), ("x", x)):
@@ -53,8 +56,7 @@ def vandermonde(v: torch.Tensor, x: torch.Tensor, L: int, *, backend: str | None
         raise ValueError(
             f"v and x must have the same shape (H, N), got {tuple(v.shape)} and {tuple(x.shape)}"
         )
-    if v.device != x.device:
-        raise ValueError(f"v and x must be on one device, got {v.device} and {x.device}")
+    _checks.one_device(v=v, x=x)
     _checks.positive_int("L", L)
     if choose("vandermonde", (v, x), backend, _probe) == "triton":
         from .triton import vandermonde_triton
@@ -71,7 +73,8 @@ def vandermonde_transpose(
 
     The transposed product: the gradient of :func:`vandermonde`, and the state of a diagonal SSM
     after ``L`` steps (``g`` the input reversed in time). ``g`` ``(..., H, L)`` real, ``x``
-    ``(H, N)`` complex; returns ``(..., H, N)`` complex. Not differentiable on the Triton path.
+    ``(H, N)`` complex; returns ``(..., H, N)`` complex in the promoted dtype (complex64 from the
+    Triton kernel). Not differentiable on the Triton path.
     """
     g, x = _checks.tensor("g", g, complex_ok=False), _checks.tensor("x", x)
     if not x.is_complex() or x.ndim != 2:
@@ -83,13 +86,13 @@ def vandermonde_transpose(
             f"g must have shape (..., H, L) with H={x.shape[0]} (the rows of x) and L >= 1, "
             f"got {tuple(g.shape)}"
         )
-    if g.device != x.device:
-        raise ValueError(f"g and x must be on one device, got {g.device} and {x.device}")
+    _checks.one_device(g=g, x=x)
     if choose("vandermonde_transpose", (g, x), backend, _probe_transpose) == "triton":
         from .triton import vandermonde_transpose_triton
 
         return vandermonde_transpose_triton(g, x, weighted)
-    return vandermonde_transpose_ref(g, x, weighted)
+    dtype = _checks.common_dtype(g, x)
+    return vandermonde_transpose_ref(g.to(dtype.to_real()), x.to(dtype), weighted)
 
 
 def _probe_inputs(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

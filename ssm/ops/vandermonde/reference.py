@@ -12,7 +12,8 @@ Vandermonde matrix ``V[n, l] = Ā_n^l``. DSS and Mega's EMA use the same product
 Dimension letters: H channels, N state size (one of each conjugate pair), L length.
 ``x`` and ``v`` are complex ``(H, N)``; the kernel is real ``(H, L)``.
 
-Explained in the S4D chapter of the book.
+Explained in the book's chapter "Making SSMs fast", section "Diagonal kernels: the Vandermonde
+and Cauchy products".
 """
 
 from __future__ import annotations

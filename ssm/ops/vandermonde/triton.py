@@ -35,6 +35,8 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from ..common import contiguous
+
 TWO_PI_HI = tl.constexpr(6.2831854820251465)  # float32(2π)
 TWO_PI_LO = tl.constexpr(2 * math.pi - 6.2831854820251465)  # the rest of 2π
 INV_TWO_PI = tl.constexpr(1 / (2 * math.pi))
@@ -158,8 +160,9 @@ def _tiles(L: int, N: int, tiles: tuple[int, int, int, int]) -> tuple[int, int, 
 
 
 def _interleaved(z: torch.Tensor) -> torch.Tensor:
-    """Complex ``(..., N)`` → contiguous float32 ``(..., N, 2)``."""
-    return torch.view_as_real(z.to(torch.complex64).resolve_conj().contiguous())
+    """Complex ``(..., N)`` → dense float32 ``(..., N, 2)``, as the kernels read it through raw
+    pointers (strided, expanded and ``conj()`` views resolved first)."""
+    return torch.view_as_real(contiguous(z.to(torch.complex64))[0])
 
 
 def _vandermonde_forward(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
@@ -193,7 +196,7 @@ def vandermonde_transpose_triton(
     """
     H, N = x.shape
     batch, L = g.shape[:-1], g.shape[-1]
-    g = g.to(torch.float32).contiguous().reshape(-1, L)  # (R L)
+    (g,) = contiguous(g.to(torch.float32).reshape(-1, L))  # (R L)
     R = g.shape[0]
     T, BLOCK_L1, BLOCK_N, num_warps = _tiles(L, N, TRANSPOSE_TILES)
     blocks = triton.cdiv(triton.cdiv(L, T), BLOCK_L1)
