@@ -4,7 +4,8 @@
 #   make refresh   re-execute the notebooks in book/ in place (ci profile): the committed outputs
 #   make test-chapter NB=book/01_from_ode_to_s4.ipynb   one chapter's checks alone
 # Variables: PROFILE=auto|ci|full (make book; auto = full when a CUDA GPU is visible),
-#            CELL_TIMEOUT=seconds one notebook cell may run (default 600).
+#            CELL_TIMEOUT=seconds one notebook cell may run (default 600),
+#            CHROMIUM=a browser for the site test (default /usr/bin/chromium, else apt installs it).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -15,11 +16,13 @@ CELL_TIMEOUT ?= 600
 NB ?=
 VENV := .venv
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+# scripts/setup.sh and the site test read it from the environment (make CHROMIUM=... works too).
+export CHROMIUM
 
 .PHONY: help setup book test refresh test-chapter site clean
 
 help:
-	@sed -n '2,8p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
 
 setup:
 	scripts/setup.sh --browser

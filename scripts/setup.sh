@@ -4,7 +4,9 @@
 #                   then the package with its book and test extras (pip install -e ".[book,test]")
 #   node_modules/   MathJax 3, the Jupyter widgets HTML manager and RequireJS (npm ci), which
 #                   the built site serves itself so that it works offline
-#   /usr/bin/chromium  only with --browser (the site test needs it): apt-get install chromium
+#   a browser       only with --browser (the site test needs it): $CHROMIUM when set, else
+#                   /usr/bin/chromium, installed from Debian when missing (see apt_install:
+#                   no recommended packages, nothing already installed is upgraded)
 #
 # Idempotent and quick the second time: each part is skipped while a stamp file holds the hash
 # of what it was installed from (pyproject.toml and this script; package-lock.json).
@@ -15,6 +17,7 @@
 #   TORCH_PIP_ARGS  extra pip arguments for that install only, e.g.
 #                   "--index-url https://download.pytorch.org/whl/cpu" where pip has no local
 #                   CPU wheel and would otherwise pick the (multi-GB) CUDA build from PyPI
+#   CHROMIUM        a Chromium (path or command) for the site test; nothing is installed then
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
@@ -36,10 +39,29 @@ as_root() {
   fi
 }
 
+# apt_install PACKAGE...: the packages and what they depend on, nothing more. No recommended
+# packages, and nothing already installed is upgraded (apt-get --no-upgrade; when a package
+# needs a newer version of an installed one, nothing is done and the script stops). apt-get's
+# own plan (a dry run) is printed before anything is installed.
 apt_install() {
-  say "--- apt-get install $*"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q)
+  local flags=(--no-install-recommends --no-upgrade)
+  say "--- installing $* from Debian (as root): apt-get update, then apt-get install ${flags[*]} $*"
+  as_root "${apt[@]}" update
+  local plan new upgrade
+  plan="$(as_root "${apt[@]}" install --simulate "${flags[@]}" "$@")"
+  new="$(awk '$1 == "Inst" && $3 !~ /^\[/ { print $2 }' <<<"$plan" | xargs)"
+  upgrade="$(awk '$1 == "Inst" && $3 ~ /^\[/ { print $2 }' <<<"$plan" | xargs)"
+  if [ -n "$upgrade" ]; then
+    die "installing $* would upgrade packages already installed ($upgrade), so nothing was" \
+      "installed: install $* yourself (for the site test, CHROMIUM can name a browser instead)"
+  fi
+  if [ -z "$new" ]; then
+    say "    nothing to install"
+    return
+  fi
+  say "    new packages: $new"
+  as_root "${apt[@]}" install -y "${flags[@]}" "$@"
 }
 
 # --- python ------------------------------------------------------------------------------------
@@ -84,9 +106,13 @@ fi
 
 # --- browser for the site test -----------------------------------------------------------------
 if [ "$BROWSER" = 1 ]; then
-  if [ -x /usr/bin/chromium ]; then
-    say "--- chromium present ($(/usr/bin/chromium --version 2>/dev/null || echo '?'))"
+  if [ -n "${CHROMIUM:-}" ]; then
+    command -v "$CHROMIUM" >/dev/null || die "CHROMIUM=$CHROMIUM is not an executable browser"
+    say "--- browser: CHROMIUM=$CHROMIUM ($("$CHROMIUM" --version 2>/dev/null || echo '?'))"
+  elif [ -x /usr/bin/chromium ]; then
+    say "--- browser: /usr/bin/chromium ($(/usr/bin/chromium --version 2>/dev/null || echo '?'))"
   else
+    say "--- no browser for the site test: /usr/bin/chromium is missing and CHROMIUM is not set"
     apt_install chromium
   fi
 fi
