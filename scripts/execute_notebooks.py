@@ -30,6 +30,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 VOLATILE_CELL_METADATA = ("papermill", "execution")
+# The kernel's channels are ZeroMQ sockets on 127.0.0.1. Encrypted with CurveZMQ (ipykernel's
+# kernelspec declares it supports it; "auto" falls back to plain TCP for a kernel that does
+# not), so ipykernel has no reason to warn, once per chapter, that its TCP traffic is plain text.
+KERNEL_CONFIG = {"KernelManager": {"transport_encryption": "auto"}}
 
 
 def toc_files(toc_path: Path) -> list[str]:
@@ -90,6 +94,23 @@ def hide_injected_defaults(nb: nbformat.NotebookNode, profile: str) -> None:
             tags.append("remove-cell")
 
 
+def execute(src: Path, dst: Path, parameters: dict | None, timeout: int) -> None:
+    """Run ``src`` top to bottom in a fresh kernel, in its own folder, and write it to ``dst``."""
+    import papermill as pm
+    from traitlets.config import Config
+
+    pm.execute_notebook(
+        str(src),
+        str(dst),
+        parameters=parameters,
+        cwd=str(src.parent),
+        execution_timeout=timeout,
+        progress_bar=False,
+        log_output=False,
+        config=Config(KERNEL_CONFIG),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     where = parser.add_mutually_exclusive_group(required=True)
@@ -103,8 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         "notebooks", nargs="*", type=Path, help="only these notebooks (default: all in _toc.yml)"
     )
     args = parser.parse_args(argv)
-
-    import papermill as pm
 
     known = chapter_notebooks()
     if args.notebooks:
@@ -136,15 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--- papermill {rel} -> {dst} (profile {profile}, cell timeout {args.timeout} s)")
         start = time.perf_counter()
         try:
-            pm.execute_notebook(
-                str(src),
-                str(dst),
-                parameters=parameters,
-                cwd=str(src.parent),
-                execution_timeout=args.timeout,
-                progress_bar=False,
-                log_output=False,
-            )
+            execute(src, dst, parameters, args.timeout)
         except Exception as exc:  # PapermillExecutionError, timeouts, a dead kernel
             failures.append(rel)
             print(

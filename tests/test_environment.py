@@ -3,15 +3,17 @@
 pyproject's dependencies plus its "book" and "test" extras must appear in environment.yml, each
 once, with the same version specifier and environment marker, and nothing else may be there
 (besides python, pip and the package itself). conda-forge names that differ from PyPI's are
-mapped in CONDA_NAMES.
+mapped in CONDA_NAMES. And the kernel that executes the chapters starts without warnings.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 from packaging.requirements import Requirement
@@ -132,3 +134,29 @@ def test_drift_would_be_caught(pyproject, env, change):
         pip[:] = [line.split(";")[0] if line.startswith("triton") else line for line in pip]
     found, _, _ = environment_requirements(changed)
     assert drift(pyproject_requirements(pyproject), found), f"a {change} went unnoticed"
+
+
+def test_chapter_kernel_starts_quietly(tmp_path, capfd):
+    """The kernel that runs chapters (scripts/execute_notebooks.py) writes nothing on stderr.
+
+    Over unencrypted TCP, ipykernel warns once per kernel, so once per chapter of `make book`
+    and `make refresh`, that its traffic is plain text.
+    """
+    spec = importlib.util.spec_from_file_location(
+        "execute_notebooks", ROOT / "scripts" / "execute_notebooks.py"
+    )
+    execute_notebooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(execute_notebooks)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    src, dst = tmp_path / "chapter.ipynb", tmp_path / "executed.ipynb"
+    nbformat.write(nb, src)
+    capfd.readouterr()
+    execute_notebooks.execute(src, dst, parameters=None, timeout=60)
+    err = capfd.readouterr().err
+    assert nbformat.read(dst, as_version=4).cells[0].outputs[0]["text"] == "42\n"
+    assert "WARNING" not in err and "Kernel" not in err, f"the kernel wrote on stderr:\n{err}"
