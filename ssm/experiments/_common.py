@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -47,7 +48,25 @@ def describe(dev: torch.device) -> str:
     """A readable name of the device timings were taken on, for figure titles."""
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    return f"CPU ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"CPU ({n} thread{'s' if n > 1 else ''})"
+
+
+@contextlib.contextmanager
+def threads(config: dict[str, Any]) -> Iterator[None]:
+    """Run with ``config["threads"]`` torch threads, where the config sets it (restored after).
+
+    The ``ci`` profile times on one thread: on a small machine shared with other work, an op
+    split over two threads waits for whichever is descheduled, and its timings stop meaning
+    anything.
+    """
+    before = torch.get_num_threads()
+    if config.get("threads"):
+        torch.set_num_threads(config["threads"])
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def progress(
@@ -63,24 +82,45 @@ def progress(
     return iter(tqdm(items, desc=desc, disable=not show, leave=False))
 
 
-def time_call(
-    fn: Callable[..., Any], *args: Any, repeats: int, dev: torch.device, **kwargs: Any
-) -> float:
-    """Best wall time in seconds of ``repeats`` calls ``fn(*args, **kwargs)`` (after a warm-up).
+def clock(dev: torch.device) -> str:
+    """What :func:`time_cases` measures on ``dev`` with the current number of torch threads.
 
-    The best, not the mean: on a shared machine the minimum is the least disturbed run.
+    On a CPU with one torch thread, the ops run in the calling thread and its CPU time
+    (``time.thread_time``) is the cost of the call whatever else the machine runs: time the
+    thread waits while descheduled is not counted. Otherwise (a GPU, or several threads), wall
+    time.
     """
+    return "thread CPU time" if dev.type == "cpu" and torch.get_num_threads() == 1 else "wall time"
+
+
+def time_cases(
+    cases: dict[Any, tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]],
+    config: dict[str, Any],
+    dev: torch.device,
+    desc: str = "timing",
+) -> dict[Any, float]:
+    """Best time in seconds of each call ``fn(*args, **kwargs)`` of ``cases`` (by key).
+
+    Every call runs once to warm up (allocations, FFT plans, lazy initialization), then
+    ``config["repeats"]`` rounds call each case once, the cases interleaved, and the best time per
+    case is kept. Interleaving spreads a burst of load from elsewhere on the machine over all the
+    cases instead of one series; the best, not the mean, is the least disturbed run. What is
+    timed is given by :func:`clock`.
+    """
+    now = time.thread_time if clock(dev) == "thread CPU time" else time.perf_counter
 
     def sync() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
-    fn(*args, **kwargs)
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+    for fn, args, kwargs in cases.values():
         fn(*args, **kwargs)
-        sync()
-        best = min(best, time.perf_counter() - start)
+    sync()
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in progress(range(config["repeats"]), config, desc):
+        for key, (fn, args, kwargs) in cases.items():
+            start = now()
+            fn(*args, **kwargs)
+            sync()
+            best[key] = min(best[key], now() - start)
     return best

@@ -23,7 +23,7 @@ import torch
 import ssm
 
 from .. import plotting
-from ._common import check_profile, describe, device, progress, seed_everything, time_call
+from ._common import check_profile, clock, describe, device, seed_everything, threads, time_cases
 
 
 def config(profile: str = "ci") -> dict[str, Any]:
@@ -37,8 +37,9 @@ def config(profile: str = "ci") -> dict[str, Any]:
         "dt": 0.01,
         "lengths": [2**k for k in range(8, 12 if ci else 16)],  # timed at N = N
         "sizes": [16, 32, 64, 128] if ci else [16, 32, 64, 128, 256, 512],  # timed at L = L
-        "repeats": 2 if ci else 5,
+        "repeats": 15 if ci else 5,  # timing rounds (the best of them is kept)
         "device": "cpu" if ci else "auto",
+        **({"threads": 1} if ci else {}),  # ci timings on one thread (see _common.threads)
     }
 
 
@@ -61,8 +62,7 @@ def naive_kernel(p: dict[str, torch.Tensor], dt: float, L: int) -> torch.Tensor:
 def c_tilde(p: dict[str, torch.Tensor], dt: float, L: int) -> torch.Tensor:
     """``C̃ = C (I - Ā^L)`` in the eigenbasis, the parameter S4 learns."""
     A = torch.diag_embed(p["w"]) - p["P"].T @ p["P"].conj()
-    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
-    Ab = torch.linalg.solve(eye - dt / 2 * A, eye + dt / 2 * A)
+    Ab, _ = ssm.discretize(A, p["Be"], dt, "bilinear")
     return p["Ce"] - p["Ce"] @ torch.linalg.matrix_power(Ab, L)
 
 
@@ -75,16 +75,19 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     K_s4 = ssm.s4_kernel(p["w"], p["P"], p["Be"], p["Ce"], dt, L)  # (L) complex
     diff = (K_s4.real - K_naive).abs()
 
-    def timings_for(cases, desc):
-        out: dict[str, list[float]] = {"naive": [], "s4": []}
-        for n_state, length in progress(cases, cfg, desc):
-            q = parameters(n_state, gen, dev) if n_state != N else p
-            ct = c_tilde(q, dt, length)
-            kw = {"repeats": cfg["repeats"], "dev": dev}
-            out["naive"].append(time_call(naive_kernel, q, dt, length, **kw))
-            s4_args = (q["w"], q["P"], q["Be"], ct, dt, length)
-            out["s4"].append(time_call(ssm.s4_kernel, *s4_args, c_tilde=True, **kw))
-        return out
+    cases = {}
+    for n_state, length in [(N, n) for n in cfg["lengths"]] + [(n, L) for n in cfg["sizes"]]:
+        q = parameters(n_state, gen, dev) if n_state != N else p
+        ct = c_tilde(q, dt, length)
+        cases["naive", n_state, length] = (naive_kernel, (q, dt, length), {})
+        s4_args = (q["w"], q["P"], q["Be"], ct, dt, length)
+        cases["s4", n_state, length] = (ssm.s4_kernel, s4_args, {"c_tilde": True})
+    with threads(cfg):
+        best = time_cases(cases, cfg, dev, "timing rounds")
+        where, measured = describe(dev), clock(dev)
+
+    def series(points: list[tuple[int, int]]) -> dict[str, list[float]]:
+        return {key: [best[key, n, length] for n, length in points] for key in ("naive", "s4")}
 
     return {
         "N": N,
@@ -97,10 +100,11 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         "max_imag": float(K_s4.imag.abs().max()),
         "kernel_scale": float(K_naive.abs().max()),
         "lengths": list(cfg["lengths"]),
-        "timings_L": timings_for([(N, n) for n in cfg["lengths"]], "lengths"),
+        "timings_L": series([(N, n) for n in cfg["lengths"]]),
         "sizes": list(cfg["sizes"]),
-        "timings_N": timings_for([(n, L) for n in cfg["sizes"]], "state sizes"),
-        "device": describe(dev),
+        "timings_N": series([(n, L) for n in cfg["sizes"]]),
+        "device": where,
+        "clock": measured,
     }
 
 
@@ -189,7 +193,7 @@ def plot_timings(results: dict[str, Any]):
             label="S4: Cauchy + Woodbury + iFFT",
         )
         ax.set_xscale("log", base=2)
-        plotting.label(ax, xlabel, "wall time (s)", title)
+        plotting.label(ax, xlabel, f"{results.get('clock', 'wall time')} (s)", title)
     plotting.panel_letters([ax_l, ax_n])
     fig.suptitle(f"Cost of one kernel on {results['device']}", fontsize=11)
     plotting.figure_legend(fig, ax_l)
