@@ -73,9 +73,14 @@ METHOD_LABELS: dict[str, str] = {
 #: Width of a full-width figure in inches; heights are chosen per figure.
 WIDTH = 8.0
 
+#: Pixels per display pixel of the PNG images the notebooks show: rendered at ``PIXEL_RATIO``
+#: times ``figure.dpi`` and displayed at the size of a ``figure.dpi`` image, they stay sharp on
+#: high-density (2×) screens.
+PIXEL_RATIO = 2
+
 RC: dict[str, Any] = {
     "figure.dpi": 100,
-    "savefig.dpi": 100,
+    "savefig.dpi": 100 * PIXEL_RATIO,
     "figure.facecolor": "white",
     "savefig.facecolor": "white",
     "figure.constrained_layout.use": True,
@@ -112,7 +117,8 @@ def use_style() -> None:
 
     The experiments make figures with :class:`~matplotlib.figure.Figure` (not ``pyplot``), which
     IPython displays as images only once a figure formatter is registered; ``pyplot`` does that
-    when imported, and this function does it without ``pyplot``.
+    when imported, and this function does it without ``pyplot``. The images are rendered for 2×
+    screens and shown at their nominal size (:func:`png_display`).
     """
     mpl.rcParams.update(RC)
     try:
@@ -123,19 +129,22 @@ def use_style() -> None:
     shell = get_ipython()
     if shell is not None:
         select_figure_formats(shell, {"png"})  # clears other figure formatters
-        shell.display_formatter.formatters["image/png"].for_type(Figure, png_base64)
+        shell.display_formatter.formatters["image/png"].for_type(Figure, png_display)
 
 
-def png_bytes(fig: Figure, *, colors: int = 256) -> bytes:
+def png_bytes(fig: Figure, *, colors: int = 256, dpi: float | None = None) -> bytes:
     """The figure as a compact PNG: tight bounding box, quantized to ``colors`` colours.
 
-    Line plots use few colours, so an adaptive palette keeps them visually identical at about a
-    third of the size, which keeps the notebooks (outputs included) small.
+    Rendered at ``dpi``, by default :data:`PIXEL_RATIO` times the figure's own dpi (so twice as
+    many pixels each way as the figure's nominal size). Line plots use few colours, so an adaptive
+    palette keeps them visually identical at about a third of the size, which keeps the notebooks
+    (outputs included) small.
     """
     from PIL import Image
 
     raw = io.BytesIO()
-    fig.savefig(raw, format="png", bbox_inches="tight", pad_inches=0.05)
+    dpi = PIXEL_RATIO * fig.dpi if dpi is None else dpi
+    fig.savefig(raw, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
     image = Image.open(io.BytesIO(raw.getvalue())).convert("RGB")
     out = io.BytesIO()
     image.quantize(colors=colors).save(out, format="png", optimize=True)
@@ -145,6 +154,19 @@ def png_bytes(fig: Figure, *, colors: int = 256) -> bytes:
 def png_base64(fig: Figure) -> str:
     """:func:`png_bytes` in base64, as notebook outputs hold images."""
     return base64.b64encode(png_bytes(fig)).decode()
+
+
+def png_display(fig: Figure) -> tuple[str, dict[str, int]]:
+    """:func:`png_base64` and the width to display it at, as an IPython formatter returns them.
+
+    The width (in CSS pixels) is the image's divided by :data:`PIXEL_RATIO`: the figure keeps its
+    nominal size on the page, with twice the resolution. Jupyter and Jupyter Book both read it.
+    """
+    from PIL import Image
+
+    data = png_bytes(fig)
+    width, _ = Image.open(io.BytesIO(data)).size
+    return base64.b64encode(data).decode(), {"width": round(width / PIXEL_RATIO)}
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -234,18 +256,44 @@ def fit_loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 # matplotlib's HTML animation template pulls Font Awesome from a CDN for its buttons and numbers
-# the player with a random uuid; these replacements make the page work offline and byte-stable.
-_ICONS = {
-    "fa-minus": "&minus;",
-    "fa-fast-backward": "&#x23EE;",
-    "fa-step-backward": "&#x23F4;&#x2758;",
-    "fa-play fa-flip-horizontal": "&#x25C0;",
-    "fa-pause": "&#x23F8;",
-    "fa-play": "&#x25B6;",
-    "fa-step-forward": "&#x2758;&#x23F5;",
-    "fa-fast-forward": "&#x23ED;",
-    "fa-plus": "+",
+# the player with a random uuid. The buttons get inline SVG icons instead (drawn shapes, so no
+# font on the reader's system is needed) and the class ANIMATION_BUTTON_CLASS, and the ids derive
+# from the content, so the page works offline and is byte-stable.
+
+#: CSS class of every control button of the players made by :func:`animation_html`.
+ANIMATION_BUTTON_CLASS = "ssm-anim-button"
+
+_BAR = "M{x} 2h2v12h-2z"  # a vertical bar 2 wide, at x
+_SHAPES = {
+    "minus": "M2 7h12v2H2z",
+    "plus": "M7 2h2v5h5v2H9v5H7V9H2V7h5z",
+    "play": "M4 2l10 6-10 6z",
+    "reverse": "M12 2L2 8l10 6z",
+    "pause": "M3 2h3.5v12H3zM9.5 2H13v12H9.5z",
+    "step-forward": "M3 2l8 6-8 6z" + _BAR.format(x=11.5),
+    "step-backward": "M13 2L5 8l8 6z" + _BAR.format(x=2.5),
+    "last": "M1 2l6 6-6 6zM7 2l6 6-6 6z" + _BAR.format(x=13),
+    "first": "M15 2L9 8l6 6zM9 2L3 8l6 6z" + _BAR.format(x=1),
 }
+_ICONS = {
+    "fa-minus": "minus",
+    "fa-fast-backward": "first",
+    "fa-step-backward": "step-backward",
+    "fa-play fa-flip-horizontal": "reverse",
+    "fa-pause": "pause",
+    "fa-play": "play",
+    "fa-step-forward": "step-forward",
+    "fa-fast-forward": "last",
+    "fa-plus": "plus",
+}
+
+
+def _svg_icon(shape: str) -> str:
+    return (
+        '<svg class="ssm-anim-icon" viewBox="0 0 16 16" width="14" height="14" '
+        f'aria-hidden="true" focusable="false"><path fill="currentColor" d="{_SHAPES[shape]}"/>'
+        "</svg>"
+    )
 
 
 def _compact_frame(match: re.Match[str]) -> str:
@@ -258,21 +306,27 @@ def _compact_frame(match: re.Match[str]) -> str:
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
 
 
-def animation_html(anim: Any, *, name: str, fps: float | None = None) -> str:
+def animation_html(anim: Any, fig: Figure, *, name: str, fps: float | None = None) -> str:
     """Self-contained HTML player for a matplotlib animation (frames embedded as PNG).
 
-    Unlike ``anim.to_jshtml()``, the result loads nothing from the network (the button icons are
-    Unicode characters) and its element ids derive from ``name`` and the frames, not from a
-    random uuid, so re-running a notebook reproduces the same output.
+    Unlike ``anim.to_jshtml()``, the result loads nothing from the network and needs no icon
+    font (the buttons, of class :data:`ANIMATION_BUTTON_CLASS`, hold inline SVG icons), and its
+    element ids derive from ``name`` and the frames, not from a random uuid, so re-running a
+    notebook reproduces the same output. The frames of ``fig``, rendered at ``savefig.dpi``, are
+    displayed :data:`PIXEL_RATIO` times smaller, sharp on 2× screens.
     """
     html = anim.to_jshtml(fps=fps, default_mode="once")
     # frames are base64 split into lines that end in a backslash (a JS string continuation)
     html = re.sub(r"data:image/png;base64,([A-Za-z0-9+/=\\\n]+)", _compact_frame, html)
     html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html)
-    for cls, glyph in _ICONS.items():
-        html = html.replace(f'<i class="fa {cls}"></i>', glyph)
-    if "https://" in html or "http://" in html:
-        raise RuntimeError("animation HTML still references the network; update _ICONS")
+    for cls, shape in _ICONS.items():
+        html = html.replace(f'<i class="fa {cls}"></i>', _svg_icon(shape))
+    html = html.replace("<button title=", f'<button class="{ANIMATION_BUTTON_CLASS}" title=')
+    if "https://" in html or "http://" in html or 'class="fa ' in html:
+        raise RuntimeError("animation HTML still references an icon font or the network")
+    dpi = mpl.rcParams["savefig.dpi"]
+    width = round(fig.get_figwidth() * (fig.dpi if dpi == "figure" else dpi) / PIXEL_RATIO)
+    html = re.sub(r'<img id="(_anim_img\w+)">', rf'<img id="\1" width="{width}">', html)
     for uid in set(re.findall(r"_anim_img([0-9a-f]{32})", html)):
         html = html.replace(uid, "{ANIM_ID}")
     stable = re.sub(r"\W", "_", name) + "_" + hashlib.sha256(html.encode()).hexdigest()[:12]

@@ -122,7 +122,7 @@ def animation(results: dict[str, Any], *, frame: int | None = None) -> Any:
     """
     frames = results["frames"]
     grid, truth = np.asarray(results["grid"]), np.asarray(results["truth"])
-    with plotting.style(), mpl.rc_context({"savefig.dpi": 90}):
+    with plotting.style(), mpl.rc_context({"savefig.dpi": 90 * plotting.PIXEL_RATIO}):
         fig, ax = plotting.subplots(1, 1, width=6.0, height=2.7)
         ax.plot(grid, truth, color="0.75", lw=1.2, label="signal (future in grey)")
         (seen,) = ax.plot(
@@ -154,4 +154,4 @@ def animation(results: dict[str, Any], *, frame: int | None = None) -> Any:
             draw(frame)
             return fig
         anim = FuncAnimation(fig, draw, frames=len(frames), interval=250, blit=False)
-        return plotting.animation_html(anim, name="hippo_memory")
+        return plotting.animation_html(anim, fig, name="hippo_memory")

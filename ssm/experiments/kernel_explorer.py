@@ -122,15 +122,13 @@ def _log_lags(ax: Any, L: int) -> None:
 
 
 def _display_data(fig) -> dict[str, Any]:
-    """A notebook ``display_data`` output holding the figure as PNG."""
+    """A notebook ``display_data`` output holding the figure as PNG (sized as in a notebook)."""
     w, h = fig.get_size_inches() * fig.dpi
+    png, size = plotting.png_display(fig)
     return {
         "output_type": "display_data",
-        "data": {
-            "image/png": plotting.png_base64(fig),
-            "text/plain": f"<Figure size {w:.0f}x{h:.0f}>",
-        },
-        "metadata": {},
+        "data": {"image/png": png, "text/plain": f"<Figure size {w:.0f}x{h:.0f}>"},
+        "metadata": {"image/png": size},
     }
 
 
