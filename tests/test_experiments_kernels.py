@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+from matplotlib.collections import LineCollection
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.text import Annotation, Text
 
+from ssm import plotting
 from ssm.experiments import available, kernel_benchmarks, kernel_check
 
 BENCH = Path(__file__).resolve().parent.parent / "data" / "bench"
@@ -141,19 +146,86 @@ def test_no_results_is_an_actionable_error(tmp_path):
         kernel_benchmarks.run({"profile": "ci", "bench_dir": str(tmp_path)})
 
 
+def texts(fig) -> list:
+    return [t for t in fig.findobj(Text) if t.get_text() and t.get_visible()]
+
+
+def guide_lines(ax) -> list:
+    """The vertical guides of a panel: axvline (a Line2D) and vlines (a LineCollection)."""
+    lines = [ln for ln in ax.get_lines() if len(set(ln.get_xdata())) == 1 and ln.get_ls() != "None"]
+    return lines + [c for c in ax.collections if isinstance(c, LineCollection)]
+
+
+def style_of(guide) -> tuple:
+    """``(line style, colour)`` of a guide, with the dash pattern of a LineCollection."""
+    if isinstance(guide, LineCollection):
+        _, dashes = guide.get_linestyle()[0]
+        return ("-" if dashes is None else tuple(dashes), to_hex(guide.get_color()[0]))
+    return (guide.get_linestyle(), to_hex(guide.get_color()))
+
+
+def check_readable(fig) -> None:
+    """Readable at the book's column width: no wider than a full-width figure, no text
+    smaller than 8 pt, every value label drawn over the guide lines on an opaque backing."""
+    assert fig.get_figwidth() <= plotting.WIDTH
+    assert min(t.get_fontsize() for t in texts(fig)) >= 8
+    for ax in fig.axes:
+        guides = guide_lines(ax)
+        assert guides, f"panel {ax.get_title()!r} has no guide line"
+        top = max(g.get_zorder() for g in guides)
+        for note in [t for t in ax.texts if isinstance(t, Annotation)]:
+            assert note.get_zorder() > top, f"a guide line is drawn over {note.get_text()!r}"
+            patch = note.get_bbox_patch()
+            assert patch is not None and patch.get_facecolor()[:3] == (1.0, 1.0, 1.0)
+        # guides that mean different things look different, and the legend names each
+        assert len({style_of(g) for g in guides}) == len(guides), ax.get_title()
+        legend = ax.get_legend() or fig.legends[0]
+        names = [t.get_text() for t in legend.get_texts()]
+        assert all(g.get_label() in names for g in guides), names
+
+
 def test_plots_have_the_expected_axes():
     results = kernel_benchmarks.run(kernel_benchmarks.config("ci"))
     fig = kernel_benchmarks.plot(results)
-    assert isinstance(fig, Figure) and len(fig.axes) == 1
-    ax = fig.axes[0]
-    assert ax.get_xscale() == "log"
-    assert any(line.get_xdata()[0] == 1.0 for line in ax.get_lines())  # the line at 1
-    rows = sum(len(c["anchors_ms"]) + len(c["errors"]) for c in results["cases"])
-    assert len(ax.get_yticks()) == rows
+    timed = [c for c in results["cases"] if c["ours_ms"] is not None]
+    ops = list(dict.fromkeys(c["op"] for c in timed))
+    assert isinstance(fig, Figure) and len(fig.axes) == len(ops)  # one panel per op
+    assert sum(len(ax.get_yticks()) for ax in fig.axes) == len(timed)  # one row per case
+    for ax in fig.axes:
+        assert ax.get_xscale() == "log"
+        assert any(set(line.get_xdata()) == {1.0} for line in ax.get_lines())  # the line at 1
+    markers = sum(
+        len(line.get_xdata())
+        for ax in fig.axes
+        for line in ax.get_lines()
+        if line.get_ls() == "None"
+    )
+    assert markers == sum(len(c["anchors_ms"]) + len(c["errors"]) for c in timed)
+    check_readable(fig)
     fig = kernel_benchmarks.plot_bandwidth(results)
     assert isinstance(fig, Figure) and len(fig.axes) == 1
     measured = [c for c in results["cases"] if c["bandwidth_fraction"] is not None]
     assert len(fig.axes[0].patches) == len(measured)
+    check_readable(fig)
+
+
+def test_text_says_a_range_once_and_agrees_with_the_figure():
+    """A comparison whose fastest and slowest size read the same in words says it once, and no
+    anchor the figure has a row for is called unavailable."""
+    results = kernel_benchmarks.run(kernel_benchmarks.config("ci"))
+    text = kernel_benchmarks.prose(results)
+    for line in text["bench-comparisons"].splitlines():
+        ranged = re.search(r"from (\S+ \S+) \(([^)]*)\) to (\S+ \S+) \(([^)]*)\)", line)
+        if ranged:
+            assert ranged.group(1) != ranged.group(3), line
+            assert ranged.group(2) != ranged.group(4), line
+    assert "250× faster at each of the 2 sizes" in text["bench-comparisons"]
+    fig = kernel_benchmarks.plot(results)
+    plotted = {t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()}
+    for name in kernel_benchmarks.summary(results)["unavailable"]:
+        assert not any(name in label for label in plotted), name
+        assert name in text["bench-unavailable"]
+    assert text["bench-unavailable"] == "none"  # every anchor the files name ran somewhere
 
 
 def test_bound():
@@ -171,3 +243,18 @@ def test_kernel_check_in_the_interpreter():
     assert results["errors"]["selective_scan"].keys() >= {"out", "state", "du", "dA"}
     assert "interpreter" in results["where"]
     assert "selective_scan" in kernel_check.table(results)
+    fig = kernel_check.plot(results)  # the plot of the experiment's contract
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(kernel_check.CHECKS)
+    markers = [line for line in ax.get_lines() if line.get_ls() == "None"]
+    assert sum(len(line.get_xdata()) for line in markers) == sum(
+        len(e) for e in results["errors"].values()
+    )
+    assert {line.get_label() for line in markers} == {"outputs", "gradients"}
+    guides = guide_lines(ax)
+    assert sorted(g.get_xdata()[0] for g in guides) == [
+        kernel_check.FLOAT32_ROUNDOFF,
+        kernel_check.BOUND,
+    ]
+    assert len({style_of(g) for g in guides}) == 2  # told apart, and named in the legend
+    assert all(g.get_label() in [t.get_text() for t in fig.legends[0].get_texts()] for g in guides)

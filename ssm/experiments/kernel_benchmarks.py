@@ -257,7 +257,7 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
     ``comparisons``: per (op, case name, anchor), the ratio (ours / anchor, the file's
     ``ratio_to``) of every size measured, with the fastest and the slowest; ``failed``: per
     anchor, the cases where it failed to run and the exception types; ``unavailable``: anchors
-    that could not be loaded at all (no case has them); ``bandwidth``: the fraction of copy
+    that no run could load (no case has a time for them); ``bandwidth``: the fraction of copy
     bandwidth of every case; ``goals``: per goal of :data:`GOALS`, its rows of the goals table
     and how many cases meet it, meet its aim, miss it, or have no measurement.
     """
@@ -286,11 +286,18 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
         }
         for (op, case, anchor), rows in groups.items()
     ]
-    unavailable: dict[str, str] = {}
+    # An anchor is unavailable when no run could load it (a run of another op may have lacked a
+    # module it does not need) and no case has a time for it (so the figure has no row for it).
+    states: dict[str, list[str]] = {}
     for f in results["files"]:
         for name, state in f.get("anchors", {}).items():
-            if state != "ok" and name not in unavailable:
-                unavailable[name] = str(state)
+            states.setdefault(name, []).append(str(state))
+    timed = {a for c in results["cases"] for a in c["anchors_ms"]}
+    unavailable = {
+        name: next(s for s in seen if s != "ok")
+        for name, seen in states.items()
+        if "ok" not in seen and not any(name in a for a in timed)
+    }
     bandwidth = [
         {
             "op": c["op"],
@@ -358,6 +365,8 @@ def _comparison_line(comp: dict[str, Any]) -> str:
     fast, slow = comp["fastest"], comp["slowest"]
     if len(comp["cases"]) == 1:
         return head + f"{speed(fast['ratio'])}"
+    if speed(fast["ratio"]) == speed(slow["ratio"]):  # the same in words: say it once
+        return head + f"{speed(fast['ratio'])} at each of the {len(comp['cases'])} sizes"
     return head + (
         f"over {len(comp['cases'])} sizes, from {speed(fast['ratio'])} ({fast['variant']}) "
         f"to {speed(slow['ratio'])} ({slow['variant']})"
@@ -447,67 +456,204 @@ def prose(results: dict[str, Any]) -> dict[str, str]:
     }
 
 
+#: Marker of the n-th anchor of a panel of :func:`plot` (colour and shape both differ).
+_ANCHOR_STYLES = (
+    ("o", "blue"),
+    ("s", "orange"),
+    ("^", "green"),
+    ("D", "purple"),
+    ("v", "sky"),
+)
+
+
 def _op_colors(cases: list[dict[str, Any]]) -> dict[str, str]:
     ops = list(dict.fromkeys(c["op"] for c in cases))
     palette = [plotting.PALETTE[k] for k in ("blue", "orange", "green", "vermillion", "purple")]
     return {op: palette[i % len(palette)] for i, op in enumerate(ops)}
 
 
+def _value_label(ax: Any, text: str, xy: tuple[float, float], *, left: bool = False) -> None:
+    """A value beside its marker, drawn over the guide lines on a white backing, so that a line
+    through it never hides a digit."""
+    ax.annotate(
+        text,
+        xy,
+        xytext=(-6 if left else 6, 0),
+        textcoords="offset points",
+        ha="right" if left else "left",
+        va="center",
+        fontsize=8.5,
+        zorder=5,
+        bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.85},
+    )
+
+
+def _ratio_text(r: float) -> str:
+    return f"{r:.2f}" if r >= 0.1 else f"{r:.1g}"
+
+
+def _row_labels(cases: list[dict[str, Any]]) -> list[str]:
+    """What tells the cases of one panel apart: their names without the words all of them
+    share (the panel's title says those), and the variant, with short dtype names."""
+    names = [c["case"].split() for c in cases]
+    shared = set.intersection(*(set(n) for n in names)) if len(cases) > 1 else set()
+    labels = []
+    for c, words in zip(cases, names, strict=True):
+        name = " ".join(w for w in words if w not in shared) or c["case"]
+        text = f"{name} ({c['variant']})" if c["variant"] else name
+        labels.append(
+            text.replace("dtype ", "").replace("bfloat16", "bf16").replace("float32", "fp32")
+        )
+    return labels
+
+
 @plotting.styled
 def plot(results: dict[str, Any]):
-    """Our time over each anchor's, one row per (case, anchor), on a log axis; left of the line
-    at 1 we are faster. Anchors that failed to run are listed at the line, marked ×."""
+    """Our time over each anchor's, one panel per op and one row per case, on a log axis; left
+    of the solid line at 1 ours is faster. Each anchor of a panel has its own marker and colour
+    (the legend above the panel); dashed lines are the project's aims (:data:`GOALS`); an anchor
+    that failed to run in a case is a cross at 1."""
     cases = [c for c in results["cases"] if c["ours_ms"] is not None]
-    colors = _op_colors(results["cases"])
-    rows = []  # (label, ratio or None, op)
-    for c in cases:
-        for anchor in c["anchors_ms"]:
-            rows.append((f"{c['label']}: vs {anchor}", ratio(c, anchor), c["op"]))
-        for anchor in c["errors"]:
-            rows.append((f"{c['label']}: vs {anchor} (failed to run)", None, c["op"]))
-    fig, ax = plotting.subplots(1, 1, width=plotting.WIDTH + 3, height=0.28 * len(rows) + 1.2)
-    y = np.arange(len(rows))[::-1]
-    ratios = [r for _, r, _ in rows if r is not None]
-    for yi, (_, r, op) in zip(y, rows, strict=True):
-        if r is None:
-            ax.plot([1.0], [yi], marker="x", color=plotting.PALETTE["black"], ms=6)
-        else:
-            ax.plot([1.0, r], [yi, yi], color=colors[op], lw=1.2, alpha=0.5)
-            ax.plot([r], [yi], "o", color=colors[op])
-            text = f"{r:.2f}" if r >= 0.1 else f"{r:.1g}"
-            ax.annotate(text, (r, yi), xytext=(5, -3), textcoords="offset points", fontsize=8)
-    ax.axvline(1.0, color=plotting.PALETTE["black"], lw=1)
-    ax.set_xscale("log")
-    lo, hi = min([*ratios, 0.5]), max([*ratios, 2.0])
-    ax.set_xlim(lo / 1.6, hi * 1.8)
-    ax.set_yticks(y, [label for label, _, _ in rows], fontsize=8.5)
-    ax.grid(axis="y", visible=False)
-    plotting.label(
-        ax,
-        "our time / anchor's time (log scale; < 1: ours is faster)",
-        None,
-        "Triton kernels of ssm against the anchors (colour: op)",
+    ops = list(dict.fromkeys(c["op"] for c in cases))
+    by_op = {op: [c for c in cases if c["op"] == op] for op in ops}
+    ratios = [ratio(c, a) for c in cases for a in c["anchors_ms"]]
+
+    def n_anchors(rows: list[dict[str, Any]]) -> int:
+        return len({a for c in rows for a in [*c["anchors_ms"], *c["errors"]]})
+
+    # rows of markers, plus the legend above each panel (two entries a line, with the guides)
+    heights = [len(rows) + 0.8 * ((n_anchors(rows) + 3) // 2) + 1.2 for rows in by_op.values()]
+    fig, axes = plotting.subplots(
+        len(ops),
+        1,
+        height=0.3 * sum(heights) + 0.5,
+        squeeze=False,
+        sharex=True,
+        gridspec_kw={"height_ratios": heights},
     )
+    for ax, op in zip(axes[:, 0], ops, strict=True):
+        rows = by_op[op]
+        y = np.arange(len(rows))[::-1]
+        ax.axvline(1.0, color=plotting.PALETTE["black"], lw=1.2, zorder=1, label="same time")
+        for goal in GOALS:  # each aim across the rows it applies to
+            aimed = [
+                yi for c, yi in zip(rows, y, strict=True) if c["case"].startswith(goal["case"])
+            ]
+            if goal["metric"] == "ratio" and goal["aim"] and aimed:
+                ax.vlines(
+                    goal["aim"],
+                    min(aimed) - 0.45,
+                    max(aimed) + 0.45,
+                    color=plotting.PALETTE["vermillion"],
+                    ls="--",
+                    lw=1.2,
+                    zorder=1,
+                    label=f"aim: {goal['aim']:g}× {goal['against']}",
+                )
+        anchors = list(dict.fromkeys(a for c in rows for a in c["anchors_ms"]))
+        for i, anchor in enumerate(anchors):
+            marker, color = _ANCHOR_STYLES[i % len(_ANCHOR_STYLES)]
+            pts = [
+                (ratio(c, anchor), yi)
+                for c, yi in zip(rows, y, strict=True)
+                if anchor in c["anchors_ms"]
+            ]
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(
+                xs,
+                ys,
+                ls="none",
+                marker=marker,
+                ms=6.5,
+                color=plotting.PALETTE[color],
+                zorder=3,
+                label=anchor,
+            )
+        failed = [(1.0, yi) for c, yi in zip(rows, y, strict=True) for _ in c["errors"]]
+        if failed:
+            ax.plot(
+                *zip(*failed, strict=True),
+                ls="none",
+                marker="x",
+                ms=7,
+                zorder=3,
+                color=plotting.PALETTE["black"],
+                label="anchor failed to run",
+            )
+        for c, yi in zip(rows, y, strict=True):
+            values = sorted(ratio(c, a) for a in c["anchors_ms"])
+            for k, r in enumerate(values):
+                # a label goes left of its marker where the next marker is too close on the right
+                crowded = k + 1 < len(values) and np.log10(values[k + 1] / r) < 0.35
+                _value_label(ax, _ratio_text(r), (r, yi), left=crowded)
+        ax.set_yticks(y, _row_labels(rows))
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.grid(axis="y", visible=False)
+        ax.tick_params(labelbottom=True)
+        ax.legend(
+            title=op.replace("_", " and " if op == "vandermonde_cauchy" else " "),
+            title_fontproperties={"weight": "bold", "size": 10},
+            alignment="left",
+            loc="lower left",
+            bbox_to_anchor=(0.0, 1.0),
+            ncol=2,
+            fontsize=8.5,
+            handlelength=1.6,
+            columnspacing=1.2,
+            borderaxespad=0.2,
+        )
+    ax = axes[-1, 0]
+    ax.set_xscale("log")
+    ax.set_xlim(min([*ratios, 0.2]) / 2.5, max([*ratios, 2.0]) * 2)
+    ax.set_xlabel("our time / anchor's time (log scale; < 1: ours is faster)")
     return fig
 
 
 @plotting.styled
 def plot_bandwidth(results: dict[str, Any]):
     """The fraction of the device's copy bandwidth that each of our kernels reaches, counting
-    the bytes the op must move at least; the dashed line is the decode goal (85%)."""
+    the bytes the op must move at least; the dashed line is the decode goal (85% at batch 64),
+    across the rows it applies to."""
     cases = [c for c in results["cases"] if c["bandwidth_fraction"] is not None]
     colors = _op_colors(results["cases"])
     fig, ax = plotting.subplots(1, 1, width=plotting.WIDTH, height=0.3 * len(cases) + 1.2)
     y = np.arange(len(cases))[::-1]
     fractions = [c["bandwidth_fraction"] for c in cases]
-    ax.barh(y, fractions, color=[colors[c["op"]] for c in cases], height=0.6)
+    ax.barh(y, fractions, color=[colors[c["op"]] for c in cases], height=0.6, zorder=2)
     for yi, f in zip(y, fractions, strict=True):
         ax.annotate(
-            f"{100 * f:.0f}%", (f, yi), xytext=(3, -3), textcoords="offset points", fontsize=8
+            f"{100 * f:.0f}%",
+            (f, yi),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+            zorder=5,
+            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.85},
         )
-    goal = next(g["goal"] for g in GOALS if g["metric"] == "bandwidth")
-    ax.axvline(goal, color=plotting.PALETTE["black"], ls="--", lw=1, label="decode goal")
-    ax.set_yticks(y, [c["label"] for c in cases], fontsize=8.5)
+    goal = next(g for g in GOALS if g["metric"] == "bandwidth")
+    aimed = [
+        yi
+        for c, yi in zip(cases, y, strict=True)
+        if c["op"] == goal["case"] and c["config"].get("batch") == goal["batch"]
+    ]
+    if aimed:  # the goal across the rows it applies to
+        ax.vlines(
+            goal["goal"],
+            min(aimed) - 0.45,
+            max(aimed) + 0.45,
+            color=plotting.PALETTE["black"],
+            ls="--",
+            lw=1,
+            zorder=1,
+            label=f"decode goal ({_pct(goal['goal'])} at batch {goal['batch']})",
+        )
+    labels = [f"{c['case']} ({c['variant']})" if c["variant"] else c["case"] for c in cases]
+    short = [
+        t.replace("dtype ", "").replace("bfloat16", "bf16").replace("float32", "fp32")
+        for t in labels
+    ]
+    ax.set_yticks(y, short, fontsize=9)
     ax.set_xlim(0, 1.08)
     ax.grid(axis="y", visible=False)
     plotting.label(

@@ -23,10 +23,17 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
+from .. import plotting
 from ..ops.interpreter import fix_numpy_loop_bounds
 from ._common import check_profile, seed_everything
+
+#: The bound the chapter states for every relative error (float32 kernels, float64 reference).
+BOUND = 1e-5
+#: float32's unit round-off, 2⁻²⁴: the error of one rounding.
+FLOAT32_ROUNDOFF = 2.0**-24
 
 #: The checks, in the order the chapter discusses the ops.
 CHECKS = (
@@ -301,6 +308,43 @@ def table(results: dict[str, Any]) -> str:
 def worst(results: dict[str, Any]) -> float:
     """The largest error of all checks."""
     return max(e for errs in results["errors"].values() for e in errs.values())
+
+
+@plotting.styled
+def plot(results: dict[str, Any]):
+    """The relative error of every check, one row per op: outputs (filled) and gradients
+    (open), on a log axis between float32's round-off and the chapter's bound."""
+    ops = list(results["errors"])
+    fig, ax = plotting.subplots(1, 1, height=0.36 * len(ops) + 1.5)
+    y = np.arange(len(ops))[::-1]
+    kinds = {
+        "outputs": {"marker": "o", "color": plotting.PALETTE["blue"]},
+        "gradients": {"marker": "D", "mfc": "white", "color": plotting.PALETTE["orange"]},
+    }
+    for kind, style in kinds.items():
+        xs, ys = [], []
+        for yi, op in zip(y, ops, strict=True):
+            for name, err in results["errors"][op].items():
+                if (name.startswith("d") and name != "D") == (kind == "gradients"):
+                    xs.append(max(err, 1e-8))  # an exact 0 drawn at the left edge
+                    ys.append(yi)
+        ax.plot(xs, ys, ls="none", ms=6, alpha=0.85, label=kind, **style)
+    ax.axvline(FLOAT32_ROUNDOFF, color="0.45", ls=":", lw=1.2, label="float32 round-off $2^{-24}$")
+    ax.axvline(
+        BOUND, color=plotting.PALETTE["vermillion"], ls="--", lw=1.2, label="bound $10^{-5}$"
+    )
+    ax.set_xscale("log")
+    ax.set_xlim(1e-8, BOUND * 10)
+    ax.set_yticks(y, ops)
+    ax.grid(axis="y", visible=False)
+    plotting.label(
+        ax,
+        "max |Triton − reference| / max |reference| (log scale)",
+        None,
+        "Each Triton kernel against its float64 reference",
+    )
+    plotting.figure_legend(fig, ax)
+    return fig
 
 
 def _worker() -> int:
