@@ -6,7 +6,8 @@ reference or the Triton kernel as :func:`ssm.ops.dispatch.choose` decides. Layou
 ``mamba_ssm``'s ``selective_scan_fn`` and ``selective_state_update``. Dimension letters:
 B batch, D channels, L length, N state size, G groups.
 
-Explained in the Mamba chapter of the book; the derivation is in this folder's README.
+Explained in the book's chapter *Making SSMs fast* (``book/making_ssms_fast.ipynb``); the
+derivation is in this folder's README.
 """
 
 from __future__ import annotations
@@ -139,6 +140,12 @@ def selective_scan(
     Returns:
         ``out`` ``(B, D, L)`` in ``u``'s dtype, and the last state if asked for. Same semantics
         as ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``.
+
+    Raises:
+        ValueError: a wrong shape, dtype or device, a meta tensor, an empty dimension
+            (B, D, N or L = 0), or float64 inputs with ``backend="triton"``.
+
+    Explained in the book's chapter *Making SSMs fast*.
     """
     _check_scan(u, delta, A, B, C, D, z, delta_bias)
     tensors = (u, delta, A, B, C, D, z, delta_bias)
@@ -231,6 +238,12 @@ def selective_state_update(
         ``y`` ``(B, D)`` in ``x``'s dtype. Same semantics as ``mamba_ssm``'s
         ``selective_state_update``; a prefix through :func:`selective_scan` with
         ``return_last_state=True`` followed by steps equals the scan of the whole sequence.
+
+    Raises:
+        ValueError: as :func:`selective_scan`, and for an expanded (stride-0) ``state``, which
+            cannot be updated in place.
+
+    Explained in the book's chapter *Making SSMs fast*.
     """
     _check_step(state, x, dt, A, B, C, D, z, dt_bias)
     tensors = (state, x, dt, A, B, C, D, z, dt_bias)

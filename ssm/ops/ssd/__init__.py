@@ -3,28 +3,25 @@
 :func:`ssd` has the semantics and tensor layouts of ``mamba_ssm``'s ``mamba_chunk_scan_combined``
 and :func:`ssd_state_update` those of its one-step decoding update. Each checks its arguments and
 runs either the PyTorch reference (``reference.py``) or the Triton kernels (``triton.py``), as
-:func:`ssm.ops.dispatch.choose` decides. Explained in the book's Mamba-2 / SSD chapter.
+:func:`ssm.ops.dispatch.choose` decides. Explained in the book's chapter *Making SSMs fast*
+(``book/making_ssms_fast.ipynb``); the derivation is in this folder's README.
 
 Letters: B batch, L length, H heads, P head dim, N state size, G groups (H divisible by G).
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from ... import _checks
-from .. import dispatch
+from ..dispatch import choose
+from ..selective_scan import _in_place, _nonempty
 from .reference import (
     ssd_chunked,
     ssd_quadratic,
     ssd_recurrent,
     ssd_state_update_ref,
-    step_sizes,
 )
-
-TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def ssd(
@@ -54,7 +51,8 @@ def ssd(
         A: ``(H,)`` one negative real number per head.
         B, C: ``(B, L, G, N)`` input and output projections, shared by the ``H/G`` heads of a
             group.
-        chunk_size: steps per chunk Q of the chunked algorithm (any L works).
+        chunk_size: steps per chunk Q of the chunked algorithm (any L works; a chunk longer
+            than the sequence is clamped to L).
         D: ``(H,)`` or ``(H, P)`` skip connection.
         z: ``(B, L, H, P)`` gate.
         dt_bias: ``(H,)`` added to ``dt``.
@@ -66,12 +64,19 @@ def ssd(
 
     Returns:
         ``out`` ``(B, L, H, P)`` in the dtype of x, and with ``return_final_states`` the final
-        state ``(B, H, P, N)`` (float32 for half-precision inputs).
+        state ``(B, H, P, N)`` (float32 for half-precision inputs). Causal also under NaN and
+        inf inputs: a non-finite value at step s reaches no output before s.
+
+    Raises:
+        ValueError: a wrong shape, dtype or device, a meta tensor, an empty dimension
+            (B, L, H, P, G or N = 0), or float64 inputs with ``backend="triton"``.
+
+    Explained in the book's chapter *Making SSMs fast*.
     """
     _check_ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states)
     args = (x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states)
     flags = {"dt_softplus": bool(dt_softplus), "return_final_states": bool(return_final_states)}
-    if _use_triton("ssd", args, x.dtype, backend, _probe_ssd):
+    if choose("ssd", args, backend, _probe_ssd) == "triton":
         from .triton import ssd_triton
 
         return ssd_triton(*args, **flags)
@@ -95,48 +100,18 @@ def ssd_state_update(
     """One decoding step of SSD, after a prefill by :func:`ssd` with ``return_final_states``:
     ``h ← exp(dt A) h + dt x Bᵀ`` (``state`` updated in place), ``y = (h C + D x) · silu(z)``.
 
-    Shapes: state ``(B, H, P, N)``, x ``(B, H, P)``, dt ``(B, H)``, A ``(H,)``, B, C
-    ``(B, G, N)``, D ``(H,)`` or ``(H, P)``, z ``(B, H, P)``, dt_bias ``(H,)``. Returns y
-    ``(B, H, P)`` in the dtype of x.
+    Shapes: state ``(B, H, P, N)`` (any strides, not expanded), x ``(B, H, P)``, dt ``(B, H)``,
+    A ``(H,)``, B, C ``(B, G, N)``, D ``(H,)`` or ``(H, P)``, z ``(B, H, P)``, dt_bias ``(H,)``.
+    Returns y ``(B, H, P)`` in the dtype of x. Raises ``ValueError`` as :func:`ssd`. Explained
+    in the book's chapter *Making SSMs fast*.
     """
     _check_update(state, x, dt, A, B, C, D, z, dt_bias)
     args = (state, x, dt, A, B, C, D, z, dt_bias)
-    if _use_triton("ssd_state_update", args, state.dtype, backend, _probe_update):
+    if choose("ssd_state_update", args, backend, _probe_update) == "triton":
         from .triton import ssd_state_update_triton
 
         return ssd_state_update_triton(*args, dt_softplus=bool(dt_softplus))
     return ssd_state_update_ref(*args, dt_softplus=bool(dt_softplus))
-
-
-def _use_triton(op, tensors, dtype, backend, probe) -> bool:
-    """Whether to run the kernels: :func:`ssm.ops.dispatch.choose`, except that float64 (which
-    the kernels do not take) goes to the reference unless ``"triton"`` was asked for."""
-    requested = backend if backend is not None else os.environ.get(dispatch.ENV_VAR, "auto")
-    if dtype not in TRITON_DTYPES and requested == "auto":
-        return False
-    path = dispatch.choose(op, [t for t in tensors if isinstance(t, torch.Tensor)], backend, probe)
-    if path == "triton" and dtype not in TRITON_DTYPES:
-        raise ValueError(
-            f"{op}: backend 'triton' takes float16, bfloat16 or float32 inputs, got {dtype}; "
-            "use backend='reference' for float64"
-        )
-    return path == "triton"
-
-
-def _shape(name: str, t: torch.Tensor, expected: tuple, meaning: str) -> None:
-    if tuple(t.shape) != tuple(expected):
-        raise ValueError(
-            f"{name} must have shape {meaning} = {tuple(expected)}, got {tuple(t.shape)}"
-        )
-
-
-def _real(name: str, t: object) -> torch.Tensor:
-    return _checks.tensor(name, t, complex_ok=False)
-
-
-def _optional(name, t, expected, meaning) -> None:
-    if t is not None:
-        _shape(name, _real(name, t), expected, meaning)
 
 
 def _check_groups(B: torch.Tensor, heads: int) -> None:
@@ -149,64 +124,61 @@ def _check_groups(B: torch.Tensor, heads: int) -> None:
 
 
 def _check_D(D: torch.Tensor | None, heads: int, headdim: int) -> None:
-    if D is not None and tuple(_real("D", D).shape) not in ((heads,), (heads, headdim)):
+    if D is not None and tuple(_checks.real("D", D).shape) not in ((heads,), (heads, headdim)):
         raise ValueError(
             f"D must have shape (H,) = ({heads},) or (H, P) = {(heads, headdim)}, "
             f"got {tuple(D.shape)}"
         )
 
 
-def _check_devices(**tensors: torch.Tensor | None) -> None:
-    devices = {name: t.device for name, t in tensors.items() if t is not None}
-    if len(set(devices.values())) > 1:
-        where = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
-        raise ValueError(f"all tensors must be on one device, got {where}")
-
-
 def _check_ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states) -> None:
-    x = _real("x", x)
-    if x.ndim != 4 or x.shape[1] < 1:
-        raise ValueError(f"x must have shape (B, L, H, P) with L >= 1, got {tuple(x.shape)}")
+    _checks.real("x", x)
+    if x.ndim != 4:
+        raise ValueError(f"x must have shape (B, L, H, P), got {tuple(x.shape)}")
     batch, length, heads, headdim = x.shape
-    _shape("dt", _real("dt", dt), (batch, length, heads), "(B, L, H)")
-    _shape("A", _real("A", A), (heads,), "(H,)")
-    B = _real("B", B)
+    _checks.real("dt", dt, (batch, length, heads), "(B, L, H)")
+    _checks.real("A", A, (heads,), "(H,)")
+    _checks.real("B", B)
     if B.ndim != 4 or B.shape[:2] != x.shape[:2]:
         raise ValueError(
             f"B must have shape (B, L, G, N) = ({batch}, {length}, G, N), got {tuple(B.shape)}"
         )
     _check_groups(B, heads)
-    _shape("C", _real("C", C), B.shape, "(B, L, G, N), like B")
+    _checks.real("C", C, tuple(B.shape), "(B, L, G, N), like B")
     _checks.positive_int("chunk_size", chunk_size)
     _check_D(D, heads, headdim)
-    _optional("z", z, x.shape, "(B, L, H, P), like x")
-    _optional("dt_bias", dt_bias, (heads,), "(H,)")
+    _checks.real("z", z, tuple(x.shape), "(B, L, H, P), like x")
+    _checks.real("dt_bias", dt_bias, (heads,), "(H,)")
     state_shape = (batch, heads, headdim, B.shape[3])
-    _optional("initial_states", initial_states, state_shape, "(B, H, P, N)")
-    _check_devices(
+    _checks.real("initial_states", initial_states, state_shape, "(B, H, P, N)")
+    _checks.one_device(
         x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states
     )
+    _nonempty("x", x, "B, L, H, P")
+    _nonempty("B", B, "B, L, G, N")
 
 
 def _check_update(state, x, dt, A, B, C, D, z, dt_bias) -> None:
-    state = _real("state", state)
+    _checks.real("state", state)
     if state.ndim != 4:
         raise ValueError(f"state must have shape (B, H, P, N), got {tuple(state.shape)}")
     batch, heads, headdim, nstate = state.shape
-    _shape("x", _real("x", x), (batch, heads, headdim), "(B, H, P)")
-    _shape("dt", _real("dt", dt), (batch, heads), "(B, H)")
-    _shape("A", _real("A", A), (heads,), "(H,)")
-    B = _real("B", B)
+    _checks.real("x", x, (batch, heads, headdim), "(B, H, P)")
+    _checks.real("dt", dt, (batch, heads), "(B, H)")
+    _checks.real("A", A, (heads,), "(H,)")
+    _checks.real("B", B)
     if B.ndim != 3 or B.shape[0] != batch or B.shape[2] != nstate:
         raise ValueError(
             f"B must have shape (B, G, N) = ({batch}, G, {nstate}), got {tuple(B.shape)}"
         )
     _check_groups(B, heads)
-    _shape("C", _real("C", C), B.shape, "(B, G, N), like B")
+    _checks.real("C", C, tuple(B.shape), "(B, G, N), like B")
     _check_D(D, heads, headdim)
-    _optional("z", z, x.shape, "(B, H, P), like x")
-    _optional("dt_bias", dt_bias, (heads,), "(H,)")
-    _check_devices(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
+    _checks.real("z", z, tuple(x.shape), "(B, H, P), like x")
+    _checks.real("dt_bias", dt_bias, (heads,), "(H,)")
+    _checks.one_device(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
+    _nonempty("state", state, "B, H, P, N")
+    _in_place("state", state)
 
 
 def _probe_inputs(device: torch.device, length: int) -> dict[str, torch.Tensor]:
@@ -271,5 +243,4 @@ __all__ = [
     "ssd_recurrent",
     "ssd_state_update",
     "ssd_state_update_ref",
-    "step_sizes",
 ]

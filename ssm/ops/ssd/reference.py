@@ -1,6 +1,6 @@
 """PyTorch references of SSD, the state-space layer of Mamba-2 (Dao & Gu, "Transformers are SSMs",
-arXiv:2405.21060v1). Explained in the book's Mamba-2 / SSD chapter; ``README.md`` beside this file
-has the derivation.
+arXiv:2405.21060v1). Explained in the book's chapter *Making SSMs fast*
+(``book/making_ssms_fast.ipynb``); ``README.md`` beside this file has the derivation.
 
 Dimension letters: B batch, L length, H heads, P head dim, N state size, G groups of heads sharing
 ``B`` and ``C`` (head ``h`` reads group ``h // (H // G)``), Q chunk size, K number of chunks.
@@ -29,15 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-
-def step_sizes(dt: torch.Tensor, dt_bias: torch.Tensor | None, dt_softplus: bool) -> torch.Tensor:
-    """The step ``dt`` after the bias and the softplus, as ``mamba_ssm`` applies them.
-
-    ``F.softplus`` returns its input above 20, as ``mamba_ssm``'s kernels do.
-    """
-    if dt_bias is not None:
-        dt = dt + dt_bias
-    return F.softplus(dt) if dt_softplus else dt
+from ..common import step_size
 
 
 def skip_and_gate(
@@ -85,7 +77,7 @@ def ssd_recurrent(
     dtype = _compute_dtype(x)
     batch, length, heads, headdim = x.shape
     groups, nstate = B.shape[2:]
-    dt = step_sizes(dt.to(dtype), dt_bias, dt_softplus)  # (B, L, H)
+    dt = step_size(dt.to(dtype), dt_bias, dt_softplus)  # (B, L, H)
     Bh = B.to(dtype).repeat_interleave(heads // groups, dim=2)  # (B, L, H, N)
     Ch = C.to(dtype).repeat_interleave(heads // groups, dim=2)  # (B, L, H, N)
     xs = x.to(dtype)
@@ -129,7 +121,7 @@ def ssd_quadratic(
     """
     dtype = _compute_dtype(x)
     groups = B.shape[2]
-    dt = step_sizes(dt.to(dtype), dt_bias, dt_softplus)  # (B, L, H)
+    dt = step_size(dt.to(dtype), dt_bias, dt_softplus)  # (B, L, H)
     xs = x.to(dtype)
     xdt = _heads_by_group(xs * dt[..., None], groups)  # (B, L, G, R, P), R = H/G
     a = torch.cumsum(dt * A.to(dtype), dim=1)  # (B, L, H): Σ_{k≤t} dt_k A
@@ -177,17 +169,23 @@ def ssd_chunked(
     4. state-to-output ``Y_off,t = exp(a_t) H_{c-1} C_t``,
 
     where ``X̄ = dt·x`` and ``a`` is the within-chunk cumulative sum of ``dt A``. A sequence that
-    is not a multiple of Q is padded with steps ``dt = 0``, which leave the state as it is.
+    is not a multiple of Q is padded with steps ``dt = 0``, which leave the state as it is; Q is
+    at most L (a longer chunk would only pad).
+
+    Causal under non-finite inputs, as the recurrence: a NaN or inf at step s reaches no output
+    before s. The masked products select with ``where`` (``0 · NaN`` is NaN), and a non-finite
+    ``X̄_s`` enters the diagonal block as 0 and makes the outputs ``t ≥ s`` of its chunk NaN
+    (the recurrence's state is NaN from s on); later chunks receive it through the state.
 
     Shapes as :func:`ssd_recurrent`; its largest tensors are ``(B, K, Q, Q, H)``.
     """
     dtype = _compute_dtype(x)
     batch, length, heads, headdim = x.shape
     groups, nstate = B.shape[2:]
-    Q = chunk_size
-    K = max(1, -(-length // Q))
+    Q = min(chunk_size, length)
+    K = -(-length // Q)
     pad = K * Q - length
-    dt = step_sizes(dt.to(dtype), dt_bias, dt_softplus)  # (B, L, H)
+    dt = step_size(dt.to(dtype), dt_bias, dt_softplus)  # (B, L, H)
     xs = x.to(dtype)
 
     def chunks(t: torch.Tensor) -> torch.Tensor:  # (B, L, ...) -> (B, K, Q, ...), zero padded
@@ -204,7 +202,11 @@ def ssd_chunked(
     segment = a[:, :, :, None] - a[:, :, None, :]  # (B, K, Q_t, Q_s, G, R)
     Lmask = torch.exp(segment.masked_fill(~causal, -math.inf))
     CB = torch.einsum("bktgn,bksgn->bktsg", Cc, Bc)  # (B, K, Q_t, Q_s, G)
-    y_diag = torch.einsum("bktsgr,bksgrp->bktgrp", Lmask * CB[..., None], xdt)
+    M = torch.where(causal, Lmask * CB[..., None], 0.0)  # (B, K, Q_t, Q_s, G, R)
+    finite = xdt.isfinite()  # (B, K, Q, G, R, P)
+    y_diag = torch.einsum("bktsgr,bksgrp->bktgrp", M, torch.where(finite, xdt, 0.0))
+    seen_non_finite = (~finite).cumsum(dim=2) > 0  # at some step s ≤ t of the chunk
+    y_diag = torch.where(seen_non_finite, math.nan, y_diag)
 
     # 2. Chunk states: S_c = Σ_s exp(a_end - a_s) X̄_s B_sᵀ.
     to_end = torch.exp(a[:, :, -1:] - a)  # (B, K, Q, G, R)
@@ -251,7 +253,7 @@ def ssd_state_update_ref(
     dtype = _compute_dtype(state)
     heads = x.shape[1]
     groups = B.shape[1]
-    dt = step_sizes(dt.to(dtype), dt_bias, dt_softplus)  # (B, H)
+    dt = step_size(dt.to(dtype), dt_bias, dt_softplus)  # (B, H)
     Bh = B.to(dtype).repeat_interleave(heads // groups, dim=1)  # (B, H, N)
     Ch = C.to(dtype).repeat_interleave(heads // groups, dim=1)  # (B, H, N)
     xs = x.to(dtype)

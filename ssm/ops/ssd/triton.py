@@ -24,6 +24,7 @@ import torch
 import triton
 from triton.runtime.errors import OutOfResources
 
+from ..common import contiguous, softplus_grad
 from .triton_bwd import (
     chunk_bwd_dbc_kernel,
     chunk_bwd_dx_kernel,
@@ -31,7 +32,6 @@ from .triton_bwd import (
     state_passing_bwd_kernel,
 )
 from .triton_fwd import (
-    chunk_cb_kernel,
     chunk_outer_kernel,
     chunk_scan_fwd_kernel,
     dt_cumsum_kernel,
@@ -39,15 +39,13 @@ from .triton_fwd import (
     state_update_kernel,
 )
 
-# Tuning knobs (read at each call; benchmarks/check_ssd.py sweeps them).
+# Tuning knobs (read at each call, so that a benchmark may sweep them).
 BLOCK_M_MAX = 64  # steps per block of rows (and of columns) in the per-chunk kernels
 NUM_WARPS = 4  # warps per program of the per-chunk kernels
 HEADS_PER_PROGRAM = 8  # heads summed by one program of the dB/dC kernel (a divisor of H/G)
 STATE_BLOCK = 1024  # elements of the (P·N) state per program of the scans over chunks
 GATE_BLOCK = (32, 128)  # (rows, columns) per program of the gate's backward
 STAGES = (3, 2, 1)  # software-pipelining depths to try, deepest first
-HEADS_INNER = True  # heads of one chunk adjacent in the per-chunk kernels' grids
-USE_CB = False  # compute the C_t·B_s products once per group (chunk_cb_kernel), not per head
 _stages_that_fit: dict[tuple, int] = {}
 
 
@@ -78,9 +76,9 @@ class _Sizes:
     def __init__(self, x: torch.Tensor, B: torch.Tensor, chunk_size: int) -> None:
         self.batch, self.L, self.H, self.P = x.shape
         self.G, self.N = B.shape[2:]
-        self.Q = chunk_size
-        self.K = triton.cdiv(self.L, chunk_size)
-        self.block_m = min(BLOCK_M_MAX, _pow2(chunk_size))
+        self.Q = min(chunk_size, self.L)  # a chunk longer than the sequence would only pad
+        self.K = triton.cdiv(self.L, self.Q)
+        self.block_m = min(BLOCK_M_MAX, _pow2(self.Q))
         per_group = self.H // self.G
         self.heads_per_program = max(
             d for d in range(1, min(HEADS_PER_PROGRAM, per_group) + 1) if per_group % d == 0
@@ -93,11 +91,11 @@ class _Sizes:
     def sizes(self) -> tuple[int, ...]:  # the (L, H, G, P, N, Q, K) arguments of the kernels
         return (self.L, self.H, self.G, self.P, self.N, self.Q, self.K)
 
-    def chunk_grid(self, heads_or_groups: int, per_chunk: int | None = None) -> tuple[int, ...]:
+    def chunk_grid(self, heads_or_groups: int, per_chunk: int | None = None) -> tuple[int]:
+        """The grid of :func:`~.triton_fwd.chunk_program`: ``per_chunk`` programs (default:
+        one per block of ``block_m`` steps) for each chunk and head (or group)."""
         per_chunk = per_chunk or triton.cdiv(self.Q, self.block_m)
-        if HEADS_INNER:
-            return (self.batch * self.K * per_chunk * heads_or_groups,)
-        return (self.batch * self.K * per_chunk, heads_or_groups)
+        return (self.batch * self.K * heads_or_groups * per_chunk,)
 
     def state_grid(self) -> tuple[int, int, int]:
         return (self.batch, self.H, triton.cdiv(self.P * self.N, STATE_BLOCK))
@@ -110,23 +108,10 @@ def _chunk_outer(s: _Sizes, u, v, dt, a, to_end: bool) -> torch.Tensor:
     _launch(
         chunk_outer_kernel, s.chunk_grid(s.H, tiles),
         u, v, dt, a, out, s.L, s.H, s.G, s.P, s.N, s.Q, s.K,
-        TO_END=to_end, HEADS_INNER=HEADS_INNER,
+        TO_END=to_end,
         BLOCK_P=s.tile_p, BLOCK_N=s.tile_n, BLOCK_K=s.block_m,
     )  # fmt: skip
     return out
-
-
-def _chunk_cb(s: _Sizes, B, C) -> torch.Tensor | None:
-    """``(B, K, G, Q, Q)`` float32 products ``C_t·B_s`` (``s ≤ t``), or None without USE_CB."""
-    if not USE_CB:
-        return None
-    cb = torch.empty(s.batch, s.K, s.G, s.Q, s.Q, device=B.device, dtype=torch.float32)
-    blocks = triton.cdiv(s.Q, s.block_m)
-    _launch(
-        chunk_cb_kernel, (s.batch * s.K * blocks * blocks, s.G),
-        B, C, cb, s.L, s.G, s.N, s.Q, s.K, BLOCK_M=s.block_m, BLOCK_N=s.block_n,
-    )  # fmt: skip
-    return cb
 
 
 def _forward(x, dt_in, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_softplus, keep):
@@ -147,18 +132,16 @@ def _forward(x, dt_in, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_so
         HAS_INIT=initial_states is not None, BLOCK=STATE_BLOCK,
     )  # fmt: skip
     del chunk_states
-    cb = _chunk_cb(s, B, C)
     out = torch.empty_like(x)
     ungated = torch.empty_like(x) if keep and z is not None else None  # y + D x
     _launch(
         chunk_scan_fwd_kernel, s.chunk_grid(s.H),
         x, z if z is not None else x, B, C, D if D is not None else A, dt, a, prev, out,
-        ungated if ungated is not None else out, cb if cb is not None else a,
+        ungated if ungated is not None else out,
         *s.sizes(),
         HAS_D=D is not None, D_PER_DIM=D is not None and D.ndim == 2, HAS_Z=z is not None,
-        STORE_Y=ungated is not None, USE_CB=cb is not None,
-        HEADS_INNER=HEADS_INNER,
-        BLOCK_M=s.block_m, BLOCK_K=s.block_m, BLOCK_P=s.block_p, BLOCK_N=s.block_n,
+        STORE_Y=ungated is not None,
+        BLOCK_M=s.block_m, BLOCK_P=s.block_p, BLOCK_N=s.block_n,
     )  # fmt: skip
     return out, final, dt, a, prev, ungated
 
@@ -169,7 +152,7 @@ def _backward(ctx, dout, dfinal):
     f32 = torch.float32
     dev = x.device
     # Gate and skip (elementwise): out = (y + D x) · silu(z).
-    dout = dout.to(x.dtype).contiguous()
+    (dout,) = contiguous(dout.to(x.dtype))
     dy, dz, dD = dout, None, None
     if z is not None or D is not None:
         rows, cols = s.batch * s.L, s.H * s.P
@@ -205,14 +188,11 @@ def _backward(ctx, dout, dfinal):
     dweight = torch.empty_like(dt)
     blocks = triton.cdiv(s.Q, s.block_m)
     dintra = torch.zeros(s.batch, s.H, s.K, blocks, s.Q, device=dev, dtype=f32)
-    cb = _chunk_cb(s, B, C)
     _launch(
         chunk_bwd_dx_kernel, s.chunk_grid(s.H),
         x, dy, B, C, D if D is not None else A, dt, a, dstates, dx, ddt, dweight, dintra,
-        cb if cb is not None else a,
         *s.sizes(),
-        HAS_D=D is not None, D_PER_DIM=D is not None and D.ndim == 2, USE_CB=cb is not None,
-        HEADS_INNER=HEADS_INNER,
+        HAS_D=D is not None, D_PER_DIM=D is not None and D.ndim == 2,
         BLOCK_M=s.block_m, BLOCK_K=s.block_m, BLOCK_P=s.block_p, BLOCK_N=s.block_n,
     )  # fmt: skip
     splits = s.H // s.G // s.heads_per_program  # programs per group, each its own slot
@@ -222,11 +202,10 @@ def _backward(ctx, dout, dfinal):
     for for_b, other, st, grad in ((True, C, dstates, dB), (False, B, prev, dC)):
         _launch(
             chunk_bwd_dbc_kernel, s.chunk_grid(s.G * splits),
-            x, dy, other, dt, a, st, grad, C, dout_decay, *s.sizes(),
-            FOR_B=for_b, HEADS=s.heads_per_program, HEADS_INNER=HEADS_INNER,
+            x, dy, other, dt, a, st, grad, C, dout_decay, s.batch, *s.sizes(),
+            FOR_B=for_b, HEADS=s.heads_per_program,
             BLOCK_M=s.block_m, BLOCK_K=s.block_m, BLOCK_P=s.block_p, BLOCK_N=s.block_n,
         )  # fmt: skip
-    del cb
     dB, dC = dB.sum(0), dC.sum(0)
 
     # Gradient of each dA_k = dt_k A: four sums over the terms whose decay spans step k.
@@ -241,7 +220,7 @@ def _backward(ctx, dout, dfinal):
     ddt = ddt.permute(0, 2, 3, 1).reshape(s.batch, s.K * s.Q, s.H)[:, : s.L]  # (B, L, H)
     if ctx.dt_softplus:
         raw = dt_in.float() + (dt_bias.float() if dt_bias is not None else 0.0)
-        ddt = ddt * torch.where(raw <= 20.0, torch.sigmoid(raw), 1.0)
+        ddt = ddt * softplus_grad(raw)
     dbias = ddt.sum(dim=(0, 1)).to(dt_bias.dtype) if dt_bias is not None else None
     dinit = dinit.to(initial_states.dtype) if dinit is not None else None
     return (
@@ -270,7 +249,7 @@ class _SSD(torch.autograd.Function):
     def backward(ctx, dout, dfinal):
         if dout is None:  # only the final states were used
             dout = torch.zeros(ctx.saved_tensors[0].shape, device=dfinal.device)
-        dfinal = dfinal.contiguous() if dfinal is not None else None
+        (dfinal,) = contiguous(dfinal)
         grads = _backward(ctx, dout, dfinal)
         dx, ddt, dA, dB, dC, dD, dz, dbias, dinit = grads
         return dx, ddt, dA, dB, dC, None, dD, dz, dbias, dinit, None
@@ -292,15 +271,12 @@ def ssd_triton(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """SSD with the Triton kernels; arguments, shapes and results as
     :func:`ssm.ops.ssd.reference.ssd_chunked` (final states in float32)."""
-    dtype = x.dtype
-    x = x.contiguous()
-    B, C = B.to(dtype).contiguous(), C.to(dtype).contiguous()
-    z = z.contiguous() if z is not None else None
-    D = D.contiguous() if D is not None else None
-    init = initial_states.contiguous() if initial_states is not None else None
+    B, C = B.to(x.dtype), C.to(x.dtype)  # the matrix products' operands share x's dtype
+    x, dt, A, B, C, D, z, dt_bias, initial_states = contiguous(
+        x, dt, A, B, C, D, z, dt_bias, initial_states
+    )
     out, final = _SSD.apply(
-        x, dt.contiguous(), A.contiguous(), B, C, chunk_size, D, z,
-        dt_bias.contiguous() if dt_bias is not None else None, init, dt_softplus,
+        x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_softplus
     )  # fmt: skip
     return (out, final) if return_final_states else out
 
@@ -317,23 +293,25 @@ def ssd_state_update_triton(
     dt_bias: torch.Tensor | None = None,
     dt_softplus: bool = False,
 ) -> torch.Tensor:
-    """The decoding step with one Triton kernel, updating ``state`` in place (any strides);
+    """The decoding step with one Triton kernel, updating ``state`` in place (read and written
+    through its strides; a lazily negated view through a resolved copy written back after);
     as :func:`ssm.ops.ssd.reference.ssd_state_update_ref`. Not differentiable."""
     batch, heads, headdim = x.shape
     groups, nstate = B.shape[1:]
-    x, dt, B, C = x.contiguous(), dt.contiguous(), B.contiguous(), C.contiguous()
-    z = z.contiguous() if z is not None else None
-    D = D.contiguous() if D is not None else None
+    x, dt, A, B, C, D, z, dt_bias = contiguous(x, dt, A, B, C, D, z, dt_bias)
+    work = state.resolve_neg() if state.is_neg() else state
     y = torch.empty_like(x)
     block_p = min(64, _pow2(headdim, least=2))
     state_update_kernel[(batch, heads, triton.cdiv(headdim, block_p))](
-        state, x, dt, A, B, C, D if D is not None else A, z if z is not None else x,
+        work, x, dt, A, B, C, D if D is not None else A, z if z is not None else x,
         dt_bias if dt_bias is not None else A, y,
-        heads, groups, headdim, nstate, *state.stride(),
+        heads, groups, headdim, nstate, *work.stride(),
         HAS_D=D is not None, D_PER_DIM=D is not None and D.ndim == 2, HAS_Z=z is not None,
         HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus,
         BLOCK_P=block_p, BLOCK_N=_pow2(nstate, least=2),
     )  # fmt: skip
+    if work is not state:
+        state.copy_(work)
     return y
 
 

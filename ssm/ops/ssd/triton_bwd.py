@@ -13,7 +13,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_fwd import chunk_program, mma
+from .triton_fwd import chunk_program, flat, flat3, mma
 
 
 @triton.jit
@@ -63,30 +63,29 @@ def state_passing_bwd_kernel(
     e = blk * BLOCK + tl.arange(0, BLOCK)
     ok = e < PN
     if HAS_DFINAL:
-        dstate = tl.load(dfinal_ptr + (b * H + h) * PN + e, mask=ok, other=0.0).to(tl.float32)
+        dstate = tl.load(dfinal_ptr + flat3(b, h, e, H, PN), mask=ok, other=0.0).to(tl.float32)
     else:
         dstate = tl.zeros((BLOCK,), dtype=tl.float32)
     for i in range(nchunks):
         k = nchunks - 1 - i
-        ptrs = dstates_ptr + ((b * nchunks + k) * H + h) * PN + e
-        dprev = tl.load(ptrs, mask=ok, other=0.0)
-        tl.store(ptrs, dstate, mask=ok)
-        entering = tl.load(prev_ptr + ((b * nchunks + k) * H + h) * PN + e, mask=ok, other=0.0)
-        decay = tl.exp(tl.load(a_ptr + ((b * H + h) * nchunks + k) * Q + Q - 1))
+        offs = flat3(b * nchunks + k, h, e, H, PN)
+        dprev = tl.load(dstates_ptr + offs, mask=ok, other=0.0)
+        tl.store(dstates_ptr + offs, dstate, mask=ok)
+        entering = tl.load(prev_ptr + offs, mask=ok, other=0.0)
+        decay = tl.exp(tl.load(a_ptr + flat(b, h, k, Q - 1, H, nchunks, Q)))
         partial = decay * tl.sum(entering * dstate)
-        tl.store(dcarry_ptr + ((b * H + h) * nchunks + k) * tl.num_programs(2) + blk, partial)
+        tl.store(dcarry_ptr + flat(b, h, k, blk, H, nchunks, tl.num_programs(2)), partial)
         dstate = dprev + decay * dstate
     if HAS_INIT:
-        tl.store(dinit_ptr + (b * H + h) * PN + e, dstate, mask=ok)
+        tl.store(dinit_ptr + flat3(b, h, e, H, PN), dstate, mask=ok)
 
 
 @triton.jit
 def chunk_bwd_dx_kernel(
     x_ptr, dy_ptr, B_ptr, C_ptr, D_ptr, dt_ptr, a_ptr, dstates_ptr,
-    dx_ptr, ddt_ptr, dweight_ptr, ddecay_ptr, cb_ptr,
+    dx_ptr, ddt_ptr, dweight_ptr, ddecay_ptr,
     L, H, G, P, N, Q, nchunks,
-    HAS_D: tl.constexpr, D_PER_DIM: tl.constexpr, USE_CB: tl.constexpr,
-    HEADS_INNER: tl.constexpr,
+    HAS_D: tl.constexpr, D_PER_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """For the steps s of a block of rows, the gradient of ``dt_s x_s``,
@@ -99,11 +98,10 @@ def chunk_bwd_dx_kernel(
       ``M_ts = (C_t·B_s) exp(a_t - a_s) dt_s (dy_t·x_s)``: the intra-chunk part of the
       gradient of ``dt_k A``, each block its own row of ``(B, H, K, blocks, Q)``.
 
-    The columns t are visited from the last block back, carrying the suffix sums over t. With
-    ``USE_CB`` the products ``B_s·C_t`` are read from ``chunk_cb_kernel``'s output.
-    Grid ``(B·K·blocks of BLOCK_M steps, H)``, the blocks of one chunk adjacent."""
+    The columns t are visited from the last block back, carrying the suffix sums over t.
+    Grid ``(B·K·H·blocks of BLOCK_M steps,)`` (:func:`~.triton_fwd.chunk_program`)."""
     blocks = tl.cdiv(Q, BLOCK_M)
-    pid_bk, h, blk = chunk_program(blocks, H, HEADS_INNER)
+    pid_bk, h, blk = chunk_program(blocks, H)
     b = (pid_bk // nchunks).to(tl.int64)
     k = pid_bk % nchunks
     g = h // (H // G)
@@ -114,20 +112,21 @@ def chunk_bwd_dx_kernel(
     row_ok = rows < steps
     p = tl.arange(0, BLOCK_P)
     n = tl.arange(0, BLOCK_N)
-    a_base = ((b * H + h) * nchunks + k) * Q
+    t0 = k * Q  # the chunk's first step
+    a_base = flat(b, h, k, 0, H, nchunks, Q)
     a_s = tl.load(a_ptr + a_base + rows, mask=row_ok, other=0.0)
     a_end = tl.load(a_ptr + a_base + Q - 1)
     dt_s = tl.load(dt_ptr + a_base + rows, mask=row_ok, other=0.0)
-    offs = ((b * L + k * Q + rows[:, None]) * H + h) * P + p[None, :]
+    offs = flat(b, t0 + rows[:, None], h, p[None, :], L, H, P)
     ok = row_ok[:, None] & (p[None, :] < P)
     x_s = tl.load(x_ptr + offs, mask=ok, other=0.0)  # (M, P)
     B_s = tl.load(
-        B_ptr + ((b * L + k * Q + rows[:, None]) * G + g) * N + n[None, :],
+        B_ptr + flat(b, t0 + rows[:, None], g, n[None, :], L, G, N),
         mask=row_ok[:, None] & (n[None, :] < N),
         other=0.0,
     )  # (M, N)
     dST = tl.load(
-        dstates_ptr + (((b * nchunks + k) * H + h) * P + p[None, :]) * N + n[:, None],
+        dstates_ptr + flat(b * nchunks + k, h, p[None, :], n[:, None], H, P, N),
         mask=(n[:, None] < N) & (p[None, :] < P),
         other=0.0,
     )  # (N, P)
@@ -138,30 +137,21 @@ def chunk_bwd_dx_kernel(
 
     suffix_carry = tl.zeros((BLOCK_M,), dtype=tl.float32)  # Σ over the columns already seen
     col_blocks = tl.cdiv(steps - first, BLOCK_K)
-    block_row = ((b * H + h) * nchunks + k) * blocks + blk
-    ddecay_row = ddecay_ptr + block_row * Q
-    cb_base = ((b * nchunks + k) * G + g) * Q * Q
+    ddecay_row = ddecay_ptr + flat(b, h, k, blk, H, nchunks, blocks) * Q  # (B, H, K, blocks, Q)
     for i in range(col_blocks):
         cols = first + (col_blocks - 1 - i) * BLOCK_K + tl.arange(0, BLOCK_K)
         col_ok = cols < steps
-        if USE_CB:
-            bc = tl.load(
-                cb_ptr + cb_base + cols[None, :] * Q + rows[:, None],
-                mask=row_ok[:, None] & col_ok[None, :] & (cols[None, :] >= rows[:, None]),
-                other=0.0,
-            )  # (M, K): CB_ts, transposed
-        else:
-            C_tT = tl.load(
-                C_ptr + ((b * L + k * Q + cols[None, :]) * G + g) * N + n[:, None],
-                mask=(n[:, None] < N) & col_ok[None, :],
-                other=0.0,
-            )  # (N, K)
-            bc = mma(B_s.to(dot_dtype), C_tT.to(dot_dtype))  # (M, K)
+        C_tT = tl.load(
+            C_ptr + flat(b, t0 + cols[None, :], g, n[:, None], L, G, N),
+            mask=(n[:, None] < N) & col_ok[None, :],
+            other=0.0,
+        )  # (N, K)
+        bc = mma(B_s.to(dot_dtype), C_tT.to(dot_dtype))  # (M, K)
         a_t = tl.load(a_ptr + a_base + cols, mask=col_ok, other=0.0)
         causal = (cols[None, :] >= rows[:, None]) & col_ok[None, :] & row_ok[:, None]
         bcw = bc * tl.exp(tl.where(causal, a_t[None, :] - a_s[:, None], float("-inf")))
         dy_t = tl.load(
-            dy_ptr + ((b * L + k * Q + cols[:, None]) * H + h) * P + p[None, :],
+            dy_ptr + flat(b, t0 + cols[:, None], h, p[None, :], L, H, P),
             mask=col_ok[:, None] & (p[None, :] < P),
             other=0.0,
         )  # (K, P)
@@ -187,8 +177,8 @@ def chunk_bwd_dx_kernel(
 @triton.jit
 def chunk_bwd_dbc_kernel(
     x_ptr, dy_ptr, other_ptr, dt_ptr, a_ptr, st_ptr, out_ptr, C_ptr, dout_decay_ptr,
-    L, H, G, P, N, Q, nchunks,
-    FOR_B: tl.constexpr, HEADS: tl.constexpr, HEADS_INNER: tl.constexpr,
+    batch, L, H, G, P, N, Q, nchunks,
+    FOR_B: tl.constexpr, HEADS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Gradient of B (``FOR_B``) or of C for a block of steps, summed over the heads of a group:
@@ -202,17 +192,18 @@ def chunk_bwd_dbc_kernel(
     output ``(H/G/HEADS, B, L, G, N)`` float32 (the slots are added up afterwards). For C it
     also writes, per head, ``dy_t·(exp(a_t) H_{c-1} C_t)``, the gradient of ``a_t`` through
     the state-to-output term (``(B, H, K, Q)``).
-    Grid ``(B·K·blocks of BLOCK_M steps, G·H/G/HEADS)``, the blocks of one chunk adjacent.
+    Grid ``(B·K·G·H/G/HEADS·blocks of BLOCK_M steps,)`` (:func:`~.triton_fwd.chunk_program`).
     """
     blocks = tl.cdiv(Q, BLOCK_M)
     splits = H // G // HEADS
-    pid_bk, pid_g, blk = chunk_program(blocks, G * splits, HEADS_INNER)
+    pid_bk, pid_g, blk = chunk_program(blocks, G * splits)
     b = (pid_bk // nchunks).to(tl.int64)
     k = pid_bk % nchunks
     g = pid_g // splits
     split = pid_g % splits
     dot_dtype = x_ptr.dtype.element_ty
     steps = tl.minimum(Q, L - k * Q)
+    t0 = k * Q  # the chunk's first step
     first = blk * BLOCK_M
     rows = first + tl.arange(0, BLOCK_M)
     row_ok = rows < steps
@@ -229,22 +220,22 @@ def chunk_bwd_dbc_kernel(
         lo = 0
         hi = tl.minimum(first + BLOCK_M, steps)
         C_t = tl.load(
-            C_ptr + ((b * L + k * Q + rows[:, None]) * G + g) * N + n[None, :],
+            C_ptr + flat(b, t0 + rows[:, None], g, n[None, :], L, G, N),
             mask=row_ok[:, None] & (n[None, :] < N),
             other=0.0,
         ).to(tl.float32)  # (M, N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for r in range(HEADS):
         h = (g * splits + split) * HEADS + r
-        a_base = ((b * H + h) * nchunks + k) * Q
+        a_base = flat(b, h, k, 0, H, nchunks, Q)
         a_r = tl.load(a_ptr + a_base + rows, mask=row_ok, other=0.0)
         u = tl.load(
-            row_src + ((b * L + k * Q + rows[:, None]) * H + h) * P + p[None, :],
+            row_src + flat(b, t0 + rows[:, None], h, p[None, :], L, H, P),
             mask=row_ok[:, None] & (p[None, :] < P),
             other=0.0,
         )  # (M, P)
         st = tl.load(
-            st_ptr + (((b * nchunks + k) * H + h) * P + p[:, None]) * N + n[None, :],
+            st_ptr + flat(b * nchunks + k, h, p[:, None], n[None, :], H, P, N),
             mask=(p[:, None] < P) & (n[None, :] < N),
             other=0.0,
         )  # (P, N)
@@ -263,7 +254,7 @@ def chunk_bwd_dbc_kernel(
             cols = c0 + tl.arange(0, BLOCK_K)
             col_ok = cols < steps
             vT = tl.load(
-                col_src + ((b * L + k * Q + cols[None, :]) * H + h) * P + p[:, None],
+                col_src + flat(b, t0 + cols[None, :], h, p[:, None], L, H, P),
                 mask=(p[:, None] < P) & col_ok[None, :],
                 other=0.0,
             )  # (P, K)
@@ -279,11 +270,10 @@ def chunk_bwd_dbc_kernel(
                 w = tl.exp(tl.where(causal, a_r[:, None] - a_c[None, :], float("-inf")))
                 w *= tl.load(dt_ptr + a_base + cols, mask=col_ok, other=0.0)[None, :]
             o = tl.load(
-                other_ptr + ((b * L + k * Q + cols[:, None]) * G + g) * N + n[None, :],
+                other_ptr + flat(b, t0 + cols[:, None], g, n[None, :], L, G, N),
                 mask=col_ok[:, None] & (n[None, :] < N),
                 other=0.0,
             )  # (K, N)
             acc += mma((uv * w).to(dot_dtype), o.to(dot_dtype))
-    batch = tl.num_programs(0) * tl.num_programs(1) // (blocks * nchunks * G * splits)
-    out = (((split * batch + b) * L + k * Q + rows[:, None]) * G + g) * N + n[None, :]
+    out = flat(split * batch + b, t0 + rows[:, None], g, n[None, :], L, G, N)
     tl.store(out_ptr + out, acc, mask=row_ok[:, None] & (n[None, :] < N))

@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from ..dispatch import interpreting
+from ..triton_common import softplus
 
 # Triton 3.6's CPU interpreter multiplies bfloat16 blocks in tl.dot as raw 16-bit integers; there,
 # operands already rounded to the dot dtype are multiplied in float32 instead (same products).
@@ -32,15 +33,26 @@ def mma(a, b):
 
 
 @triton.jit
-def chunk_program(per_chunk, heads, HEADS_INNER: tl.constexpr):
-    """``(b·K + k, head, piece)`` of this program. Grid ``(B·K·per_chunk, heads)``, or with
-    ``HEADS_INNER`` ``(B·K·heads·per_chunk,)``: the heads of one chunk adjacent too (they share
-    its B, C and C·B products in the L2 cache)."""
-    if HEADS_INNER:
-        pid = tl.program_id(0)
-        return pid // (per_chunk * heads), (pid // per_chunk) % heads, pid % per_chunk
-    else:
-        return tl.program_id(0) // per_chunk, tl.program_id(1), tl.program_id(0) % per_chunk
+def chunk_program(per_chunk, heads):
+    """``(b·K + k, head, piece)`` of this program, in a grid ``(B·K·heads·per_chunk,)``: the
+    pieces of one chunk adjacent, then its heads (they share its B and C in the L2 cache)."""
+    pid = tl.program_id(0)
+    return pid // (per_chunk * heads), (pid // per_chunk) % heads, pid % per_chunk
+
+
+@triton.jit
+def flat(i0, i1, i2, i3, n1, n2, n3):
+    """Offset of element ``(i0, i1, i2, i3)`` of a contiguous ``(n0, n1, n2, n3)`` tensor (blocks
+    of indices broadcast): x, z, y ``(B, L, H, P)`` as ``flat(b, t, h, p, L, H, P)``, B and C
+    ``(B, L, G, N)``, dt and a ``(B, H, K, Q)``, chunk states ``(B·K, H, P, N)``."""
+    return ((i0 * n1 + i1) * n2 + i2) * n3 + i3
+
+
+@triton.jit
+def flat3(i0, i1, i2, n1, n2):
+    """Offset of element ``(i0, i1, i2)`` of a contiguous ``(n0, n1, n2)`` tensor: the decoding
+    step's x, z, y ``(B, H, P)`` and B, C ``(B, G, N)``, the states ``(B, H, P·N)``."""
+    return (i0 * n1 + i1) * n2 + i2
 
 
 @triton.jit
@@ -57,14 +69,14 @@ def dt_cumsum_kernel(
     q = tl.arange(0, BLOCK_Q)
     t = k * Q + q
     valid = (q < Q) & (t < L)
-    dt = tl.load(dt_ptr + (b * L + t) * H + h, mask=valid, other=0.0).to(tl.float32)
+    dt = tl.load(dt_ptr + flat3(b, t, h, L, H), mask=valid, other=0.0).to(tl.float32)
     if HAS_BIAS:
         dt += tl.load(bias_ptr + h).to(tl.float32)
     if SOFTPLUS:
-        dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
+        dt = softplus(dt)
     dt = tl.where(valid, dt, 0.0)
     a = tl.cumsum(dt * tl.load(A_ptr + h).to(tl.float32), axis=0)
-    out = ((b * H + h) * nchunks + k) * Q + q
+    out = flat(b, h, k, q, H, nchunks, Q)
     tl.store(dt_out_ptr + out, dt, mask=q < Q)
     tl.store(a_out_ptr + out, a, mask=q < Q)
 
@@ -73,25 +85,25 @@ def dt_cumsum_kernel(
 def chunk_outer_kernel(
     u_ptr, v_ptr, dt_ptr, a_ptr, out_ptr,
     L, H, G, P, N, Q, nchunks,
-    TO_END: tl.constexpr, HEADS_INNER: tl.constexpr,
+    TO_END: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """``out_c = Σ_{t in chunk c} w_t u_t v_tᵀ``, a ``(P, N)`` matrix per chunk and head.
 
     Step 2 (chunk states) with ``TO_END``: u = x, v = B, ``w_t = exp(a_end - a_t) dt_t``.
     Backward of step 4 otherwise: u = dy, v = C, ``w_t = exp(a_t)`` (gradient of the state
-    entering the chunk). Grid ``(B·K·tiles of P × N, H)``, the tiles of one chunk adjacent.
+    entering the chunk). Grid ``(B·K·H·tiles of P × N,)`` (:func:`chunk_program`).
     """
     tiles_n = tl.cdiv(N, BLOCK_N)
     tiles = tl.cdiv(P, BLOCK_P) * tiles_n
-    pid_bk, h, tile = chunk_program(tiles, H, HEADS_INNER)
+    pid_bk, h, tile = chunk_program(tiles, H)
     b = (pid_bk // nchunks).to(tl.int64)
     k = pid_bk % nchunks
     p = (tile // tiles_n) * BLOCK_P + tl.arange(0, BLOCK_P)
     n = (tile % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
     g = h // (H // G)
     dot_dtype = u_ptr.dtype.element_ty
-    a_base = ((b * H + h) * nchunks + k) * Q
+    a_base = flat(b, h, k, 0, H, nchunks, Q)
     a_end = tl.load(a_ptr + a_base + Q - 1)
     steps = tl.minimum(Q, L - k * Q)
     acc = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
@@ -100,12 +112,12 @@ def chunk_outer_kernel(
         ok = q < steps
         t = k * Q + q
         uT = tl.load(
-            u_ptr + ((b * L + t[None, :]) * H + h) * P + p[:, None],
+            u_ptr + flat(b, t[None, :], h, p[:, None], L, H, P),
             mask=(p[:, None] < P) & ok[None, :],
             other=0.0,
         )  # (P, K)
         v = tl.load(
-            v_ptr + ((b * L + t[:, None]) * G + g) * N + n[None, :],
+            v_ptr + flat(b, t[:, None], g, n[None, :], L, G, N),
             mask=ok[:, None] & (n[None, :] < N),
             other=0.0,
         ).to(tl.float32)  # (K, N)
@@ -116,7 +128,7 @@ def chunk_outer_kernel(
             w = tl.exp(a)
         w = tl.where(ok, w, 0.0)
         acc += mma(uT.to(dot_dtype), (v * w[:, None]).to(dot_dtype))
-    out = (((b * nchunks + k) * H + h) * P + p[:, None]) * N + n[None, :]
+    out = flat(b * nchunks + k, h, p[:, None], n[None, :], H, P, N)
     tl.store(out_ptr + out, acc, mask=(p[:, None] < P) & (n[None, :] < N))
 
 
@@ -137,122 +149,86 @@ def state_passing_fwd_kernel(
     e = tl.program_id(2) * BLOCK + tl.arange(0, BLOCK)
     ok = e < PN
     if HAS_INIT:
-        state = tl.load(init_ptr + (b * H + h) * PN + e, mask=ok, other=0.0).to(tl.float32)
+        state = tl.load(init_ptr + flat3(b, h, e, H, PN), mask=ok, other=0.0).to(tl.float32)
     else:
         state = tl.zeros((BLOCK,), dtype=tl.float32)
     for k in range(nchunks):
-        offs = ((b * nchunks + k) * H + h) * PN + e
+        offs = flat3(b * nchunks + k, h, e, H, PN)
         chunk_state = tl.load(states_ptr + offs, mask=ok, other=0.0)
         tl.store(prev_ptr + offs, state.to(prev_ptr.dtype.element_ty), mask=ok)
-        decay = tl.exp(tl.load(a_ptr + ((b * H + h) * nchunks + k) * Q + Q - 1))
+        decay = tl.exp(tl.load(a_ptr + flat(b, h, k, Q - 1, H, nchunks, Q)))
         state = decay * state + chunk_state
-    tl.store(final_ptr + (b * H + h) * PN + e, state, mask=ok)
-
-
-@triton.jit
-def chunk_cb_kernel(
-    B_ptr, C_ptr, cb_ptr,
-    L, G, N, Q, nchunks,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-):  # fmt: skip
-    """``CB_ts = C_t·B_s`` for the pairs ``s ≤ t`` of each chunk and group, ``(B, K, G, Q, Q)``
-    float32 (blocks above the diagonal are not written; nothing reads them). Computed once per
-    group instead of once per head. Grid ``(B·K·blocks², G)``."""
-    blocks = tl.cdiv(Q, BLOCK_M)
-    pid_bk = tl.program_id(0) // (blocks * blocks)
-    i = (tl.program_id(0) // blocks) % blocks
-    j = tl.program_id(0) % blocks
-    if j > i:
-        return
-    b = (pid_bk // nchunks).to(tl.int64)
-    k = pid_bk % nchunks
-    g = tl.program_id(1)
-    steps = tl.minimum(Q, L - k * Q)
-    rows = i * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = j * BLOCK_M + tl.arange(0, BLOCK_M)
-    n = tl.arange(0, BLOCK_N)
-    C_t = tl.load(
-        C_ptr + ((b * L + k * Q + rows[:, None]) * G + g) * N + n[None, :],
-        mask=(rows[:, None] < steps) & (n[None, :] < N),
-        other=0.0,
-    )  # (M, N)
-    B_sT = tl.load(
-        B_ptr + ((b * L + k * Q + cols[None, :]) * G + g) * N + n[:, None],
-        mask=(n[:, None] < N) & (cols[None, :] < steps),
-        other=0.0,
-    )  # (N, M)
-    cb = mma(C_t, B_sT)
-    out = ((b * nchunks + k) * G + g) * Q * Q + rows[:, None] * Q + cols[None, :]
-    tl.store(cb_ptr + out, cb, mask=(rows[:, None] < Q) & (cols[None, :] < Q))
+    tl.store(final_ptr + flat3(b, h, e, H, PN), state, mask=ok)
 
 
 @triton.jit
 def chunk_scan_fwd_kernel(
-    x_ptr, z_ptr, B_ptr, C_ptr, D_ptr, dt_ptr, a_ptr, prev_ptr, out_ptr, y_ptr, cb_ptr,
+    x_ptr, z_ptr, B_ptr, C_ptr, D_ptr, dt_ptr, a_ptr, prev_ptr, out_ptr, y_ptr,
     L, H, G, P, N, Q, nchunks,
     HAS_D: tl.constexpr, D_PER_DIM: tl.constexpr, HAS_Z: tl.constexpr, STORE_Y: tl.constexpr,
-    USE_CB: tl.constexpr, HEADS_INNER: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Steps 1 and 4: ``y_t = exp(a_t) H_{c-1} C_t + Σ_{s≤t} (C_t·B_s) exp(a_t - a_s) dt_s x_s``,
     then ``out = (y + D x) · silu(z)``; with ``STORE_Y`` also ``y + D x`` (the gradient of z
-    needs it). With ``USE_CB`` the products ``C_t·B_s`` are read from ``chunk_cb_kernel``'s
-    output instead of computed here. Grid ``(B·K·blocks of BLOCK_M steps, H)``, the blocks of
-    one chunk adjacent (they share its state and inputs in the L2 cache).
+    needs it). The columns s are visited in blocks of ``BLOCK_M`` steps up to the diagonal one.
+    Causal under non-finite inputs: the weights of pairs ``s > t`` are selected away with
+    ``where``, and in the diagonal block a non-finite ``x_s`` enters the product as 0 and makes
+    the rows ``t ≥ s`` NaN (as the reference). Grid ``(B·K·H·blocks of BLOCK_M steps,)``.
     """
     blocks = tl.cdiv(Q, BLOCK_M)
-    pid_bk, h, blk = chunk_program(blocks, H, HEADS_INNER)
+    pid_bk, h, blk = chunk_program(blocks, H)
     b = (pid_bk // nchunks).to(tl.int64)
     k = pid_bk % nchunks
     g = h // (H // G)
     dot_dtype = x_ptr.dtype.element_ty
     steps = tl.minimum(Q, L - k * Q)
-    rows = blk * BLOCK_M + tl.arange(0, BLOCK_M)
+    t0 = k * Q  # the chunk's first step
+    first = blk * BLOCK_M
+    rows = first + tl.arange(0, BLOCK_M)
     row_ok = rows < steps
     p = tl.arange(0, BLOCK_P)
     n = tl.arange(0, BLOCK_N)
-    a_base = ((b * H + h) * nchunks + k) * Q
+    a_base = flat(b, h, k, 0, H, nchunks, Q)
     a_t = tl.load(a_ptr + a_base + rows, mask=row_ok, other=0.0)
     C_t = tl.load(
-        C_ptr + ((b * L + k * Q + rows[:, None]) * G + g) * N + n[None, :],
+        C_ptr + flat(b, t0 + rows[:, None], g, n[None, :], L, G, N),
         mask=row_ok[:, None] & (n[None, :] < N),
         other=0.0,
     )  # (M, N)
     prevT = tl.load(
-        prev_ptr + (((b * nchunks + k) * H + h) * P + p[None, :]) * N + n[:, None],
+        prev_ptr + flat(b * nchunks + k, h, p[None, :], n[:, None], H, P, N),
         mask=(n[:, None] < N) & (p[None, :] < P),
         other=0.0,
     )  # (N, P)
     acc = mma(C_t.to(dot_dtype), prevT.to(dot_dtype))
     acc *= tl.exp(a_t)[:, None]  # (M, P): state-to-output term
-    cb_base = ((b * nchunks + k) * G + g) * Q * Q
-    for s0 in range(0, tl.minimum((blk + 1) * BLOCK_M, steps), BLOCK_K):
-        cols = s0 + tl.arange(0, BLOCK_K)
+    seen_non_finite = tl.zeros((BLOCK_M, BLOCK_P), dtype=tl.float32)
+    for s0 in range(0, tl.minimum(first + BLOCK_M, steps), BLOCK_M):
+        cols = s0 + tl.arange(0, BLOCK_M)
         col_ok = cols < steps
-        if USE_CB:
-            cb = tl.load(
-                cb_ptr + cb_base + rows[:, None] * Q + cols[None, :],
-                mask=row_ok[:, None] & col_ok[None, :] & (cols[None, :] <= rows[:, None]),
-                other=0.0,
-            )  # (M, K)
-        else:
-            B_sT = tl.load(
-                B_ptr + ((b * L + k * Q + cols[None, :]) * G + g) * N + n[:, None],
-                mask=(n[:, None] < N) & col_ok[None, :],
-                other=0.0,
-            )  # (N, K)
-            cb = mma(C_t.to(dot_dtype), B_sT.to(dot_dtype))  # (M, K)
+        B_sT = tl.load(
+            B_ptr + flat(b, t0 + cols[None, :], g, n[:, None], L, G, N),
+            mask=(n[:, None] < N) & col_ok[None, :],
+            other=0.0,
+        )  # (N, K)
+        cb = mma(C_t.to(dot_dtype), B_sT.to(dot_dtype))  # (M, K)
         a_s = tl.load(a_ptr + a_base + cols, mask=col_ok, other=0.0)
         dt_s = tl.load(dt_ptr + a_base + cols, mask=col_ok, other=0.0)
         causal = (cols[None, :] <= rows[:, None]) & col_ok[None, :] & row_ok[:, None]
-        w = tl.exp(tl.where(causal, a_t[:, None] - a_s[None, :], float("-inf"))) * dt_s[None, :]
+        w = tl.where(causal, cb * tl.exp(a_t[:, None] - a_s[None, :]) * dt_s[None, :], 0.0)
         x_s = tl.load(
-            x_ptr + ((b * L + k * Q + cols[:, None]) * H + h) * P + p[None, :],
+            x_ptr + flat(b, t0 + cols[:, None], h, p[None, :], L, H, P),
             mask=col_ok[:, None] & (p[None, :] < P),
             other=0.0,
         )  # (K, P)
-        acc += mma((cb * w).to(dot_dtype), x_s.to(dot_dtype))
-    offs = ((b * L + k * Q + rows[:, None]) * H + h) * P + p[None, :]
+        if s0 == first:  # the diagonal block: columns s = rows t, so cumsum over s is causal
+            xf = x_s.to(tl.float32)
+            finite = (xf - xf) == 0.0  # False for NaN and ±inf
+            x_s = tl.where(finite, x_s, 0.0)
+            seen_non_finite = tl.cumsum(tl.where(finite, 0.0, 1.0), axis=0)
+        acc += mma(w.to(dot_dtype), x_s.to(dot_dtype))
+    acc = tl.where(seen_non_finite > 0.0, float("nan"), acc)
+    offs = flat(b, t0 + rows[:, None], h, p[None, :], L, H, P)
     ok = row_ok[:, None] & (p[None, :] < P)
     if HAS_D:
         x_t = tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32)
@@ -290,7 +266,7 @@ def state_update_kernel(
     if HAS_BIAS:
         dt += tl.load(bias_ptr + h).to(tl.float32)
     if SOFTPLUS:
-        dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
+        dt = softplus(dt)
     decay = tl.exp(dt * tl.load(A_ptr + h).to(tl.float32))
     ok = (p[:, None] < P) & (n[None, :] < N)
     s_ptrs = (
@@ -301,9 +277,9 @@ def state_update_kernel(
         + n[None, :] * s_stride_n
     )
     state = tl.load(s_ptrs, mask=ok, other=0.0).to(tl.float32)  # (P, N)
-    x = tl.load(x_ptr + (b * H + h) * P + p, mask=p < P, other=0.0).to(tl.float32)
-    B = tl.load(B_ptr + (b * G + g) * N + n, mask=n < N, other=0.0).to(tl.float32)
-    C = tl.load(C_ptr + (b * G + g) * N + n, mask=n < N, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + flat3(b, h, p, H, P), mask=p < P, other=0.0).to(tl.float32)
+    B = tl.load(B_ptr + flat3(b, g, n, G, N), mask=n < N, other=0.0).to(tl.float32)
+    C = tl.load(C_ptr + flat3(b, g, n, G, N), mask=n < N, other=0.0).to(tl.float32)
     state = decay * state + (dt * x)[:, None] * B[None, :]
     tl.store(s_ptrs, state, mask=ok)
     y = tl.sum(state * C[None, :], axis=1)  # (P,)
@@ -314,6 +290,6 @@ def state_update_kernel(
             D = tl.load(D_ptr + h).to(tl.float32)
         y += x * D
     if HAS_Z:
-        z = tl.load(z_ptr + (b * H + h) * P + p, mask=p < P, other=0.0).to(tl.float32)
+        z = tl.load(z_ptr + flat3(b, h, p, H, P), mask=p < P, other=0.0).to(tl.float32)
         y *= z * tl.sigmoid(z)
-    tl.store(y_ptr + (b * H + h) * P + p, y, mask=p < P)
+    tl.store(y_ptr + flat3(b, h, p, H, P), y, mask=p < P)
