@@ -1,0 +1,139 @@
+"""Figure regression: every chapter figure of the ``ci`` profile against a committed baseline.
+
+nbval compares the text of the notebooks' outputs, not their images. This test re-renders each
+figure the chapters show (the experiments' ``plot`` functions on ``run(config("ci"))``) and
+compares it with ``tests/figures/<name>.png`` by the root-mean-square difference of the pixels
+(``matplotlib.testing.compare.compare_images``). Live timing figures are left out: they differ
+from run to run (their claims are tested in tests/test_experiments_ch1.py).
+
+After an intended change of a figure, regenerate the baselines and look at them before
+committing:
+
+    SSM_UPDATE_FIGURES=1 .venv/bin/pytest tests/test_figures.py
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from matplotlib.figure import Figure
+from matplotlib.testing.compare import compare_images
+from matplotlib.testing.exceptions import ImageComparisonFailure
+
+from ssm import plotting
+from ssm.experiments import (
+    discretization,
+    hippo_memory,
+    kernel_benchmarks,
+    kernel_check,
+    kernel_explorer,
+    s4_kernel,
+    views,
+)
+
+BASELINES = Path(__file__).resolve().parent / "figures"
+UPDATE = os.environ.get("SSM_UPDATE_FIGURES") == "1"
+#: Root-mean-square difference allowed, on the 0-255 scale: antialiasing and round-off, no more.
+TOL = 1.0
+#: Baselines are rendered at the figures' own dpi (the notebooks show twice that), which is
+#: enough to see any change and keeps them small.
+DPI = 100
+
+# The timings of views and s4_kernel are not drawn here: one tiny round keeps the runs short.
+NO_TIMINGS = {
+    "views": {"lengths": [128], "repeats": 1},
+    "s4_kernel": {"lengths": [256], "sizes": [16], "repeats": 1},
+}
+
+
+@functools.cache
+def results(name: str) -> dict[str, Any]:
+    module = {
+        "discretization": discretization,
+        "hippo_memory": hippo_memory,
+        "kernel_benchmarks": kernel_benchmarks,
+        "kernel_check": kernel_check,
+        "kernel_explorer": kernel_explorer,
+        "s4_kernel": s4_kernel,
+        "views": views,
+    }[name]
+    return module.run(module.config("ci") | NO_TIMINGS.get(name, {}))
+
+
+#: Every figure of the chapters in the ci profile, by baseline name.
+FIGURES: dict[str, Callable[[], Figure]] = {
+    "discretization_trajectory": lambda: discretization.plot_trajectory(results("discretization")),
+    "discretization_convergence": lambda: discretization.plot_convergence(
+        results("discretization")
+    ),
+    "views_outputs": lambda: views.plot_outputs(results("views")),
+    "hippo_memory": lambda: hippo_memory.plot(results("hippo_memory")),
+    "hippo_memory_frame": lambda: hippo_memory.animation(results("hippo_memory"), frame=5),
+    "s4_kernel": lambda: s4_kernel.plot_kernels(results("s4_kernel")),
+    "kernel_explorer": lambda: kernel_explorer.plot(results("kernel_explorer")),
+    "kernel_check": lambda: kernel_check.plot(results("kernel_check")),
+    "kernel_benchmarks": lambda: kernel_benchmarks.plot(results("kernel_benchmarks")),
+    "kernel_benchmarks_bandwidth": lambda: kernel_benchmarks.plot_bandwidth(
+        results("kernel_benchmarks")
+    ),
+}
+
+
+def render(fig: Figure, path: Path) -> Path:
+    path.write_bytes(plotting.png_bytes(fig, dpi=DPI))
+    return path
+
+
+def difference(baseline: Path, actual: Path) -> str | None:
+    """``None`` when the images match within :data:`TOL`, else what differs."""
+    try:
+        return compare_images(str(baseline), str(actual), tol=TOL)
+    except ImageComparisonFailure as err:  # e.g. the sizes differ
+        return str(err)
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_figure_matches_its_baseline(name, tmp_path):
+    baseline = BASELINES / f"{name}.png"
+    if UPDATE:
+        BASELINES.mkdir(exist_ok=True)
+        render(FIGURES[name](), baseline)
+    assert baseline.exists(), (
+        f"no baseline for figure {name!r}: run SSM_UPDATE_FIGURES=1 pytest tests/test_figures.py"
+    )
+    diff = difference(baseline, render(FIGURES[name](), tmp_path / f"{name}.png"))
+    assert diff is None, (
+        f"figure {name!r} changed: {diff}\nIf the change is intended, regenerate the baselines "
+        "(SSM_UPDATE_FIGURES=1 pytest tests/test_figures.py) and look at them before committing."
+    )
+
+
+def test_every_baseline_is_a_figure_of_the_book():
+    stale = sorted(p.stem for p in BASELINES.glob("*.png") if p.stem not in FIGURES)
+    assert not stale, f"baselines of figures no chapter has any more: {stale}"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda fig: fig.axes[0].set_title("another title"), id="a title"),
+        pytest.param(lambda fig: fig.axes[1].get_lines()[0].set_color("red"), id="a colour"),
+        pytest.param(
+            lambda fig: (
+                fig.axes[0].get_lines()[1].set_ydata(1.1 * fig.axes[0].get_lines()[1].get_ydata())
+            ),
+            id="one curve 10% off",
+        ),
+    ],
+)
+def test_a_changed_figure_fails(change, tmp_path):
+    """The comparison sees a small change: a title, a colour, one curve moved by 10%."""
+    fig = FIGURES["kernel_explorer"]()
+    change(fig)
+    diff = difference(BASELINES / "kernel_explorer.png", render(fig, tmp_path / "changed.png"))
+    assert diff is not None
