@@ -34,7 +34,7 @@ step "setup" "$ROOT/scripts/setup.sh" --browser || exit 1
 step "ruff check" ruff check . || true
 step "ruff format --check" ruff format --check . || true
 step "unit and property tests" pytest tests/ || true
-step "notebooks (nbval, strict)" pytest --nbval book/ --nbval-current-env \
+step "notebooks (nbval: text outputs)" pytest --nbval book/ --nbval-current-env \
   --nbval-sanitize-with tests/nbval_sanitize.cfg || true
 if step "build the book (committed outputs)" "$ROOT/scripts/build_book.sh"; then
   step "site test (headless Chromium, offline)" pytest tests/site -m site || true
