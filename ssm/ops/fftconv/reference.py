@@ -73,13 +73,13 @@ def fftconv_ref(
         ``y`` ``(B, H, L)`` in the promoted dtype of ``u``, ``k`` and ``D``.
     """
     L = u.shape[-1]
-    k = k if isinstance(k, FFTConvKernel) else kernel_fft(k, L)
     dtype = torch.promote_types(u.dtype, k.dtype)
     if isinstance(D, torch.Tensor):
         dtype = torch.promote_types(dtype, D.dtype)
     work = torch.float32 if dtype in HALF else dtype
+    k_f = k.k_f if isinstance(k, FFTConvKernel) else kernel_fft(k.to(work), L).k_f  # (H L+1)
     u = u.to(work)
-    y = _irfft(_rfft(u, 2 * L) * k.k_f, 2 * L)[..., :L]  # (B H L)
+    y = _irfft(_rfft(u, 2 * L) * k_f, 2 * L)[..., :L]  # (B H L)
     if D is not None:
         y = y + (D[:, None] if isinstance(D, torch.Tensor) else D) * u
     return y.to(dtype)
