@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -12,6 +13,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.text import Annotation, Text
+from PIL import Image
 
 from ssm import plotting
 from ssm.experiments import available, kernel_benchmarks, kernel_check
@@ -168,6 +170,8 @@ def check_readable(fig) -> None:
     """Readable at the book's column width: no wider than a full-width figure, no text
     smaller than 8 pt, every value label drawn over the guide lines on an opaque backing."""
     assert fig.get_figwidth() <= plotting.WIDTH
+    width, _ = Image.open(io.BytesIO(plotting.png_bytes(fig, dpi=100))).size
+    assert width <= 100 * plotting.WIDTH + 10, "the legends or labels stick out of the figure"
     assert min(t.get_fontsize() for t in texts(fig)) >= 8
     for ax in fig.axes:
         guides = guide_lines(ax)

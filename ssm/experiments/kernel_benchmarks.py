@@ -407,10 +407,11 @@ def _goal_line(g: dict[str, Any]) -> str:
 def prose(results: dict[str, Any]) -> dict[str, str]:
     """The chapter's data-dependent text, as Markdown glued into the captions and paragraphs:
 
-    ``bench-comparisons`` (list, Figure 1), ``bench-failed`` and ``bench-unavailable`` (inline:
-    anchors that failed in a case, or could not be loaded), ``bench-decode`` and
-    ``bench-training-bandwidth`` (inline, Figure 2), ``bench-goals-headline`` (inline) and
-    ``bench-goals`` (list, after the goals table).
+    ``bench-comparisons`` (list, in the caption of :func:`plot`), ``bench-failed`` and
+    ``bench-unavailable`` (inline: anchors that failed in a case, or that no run could load),
+    ``bench-decode`` and ``bench-training-bandwidth`` (inline, in the caption of
+    :func:`plot_bandwidth`), ``bench-goals-headline`` (inline) and ``bench-goals`` (list, after
+    the goals table).
     """
     s = summary(results)
     failed = [
@@ -518,11 +519,17 @@ def plot(results: dict[str, Any]):
     by_op = {op: [c for c in cases if c["op"] == op] for op in ops}
     ratios = [ratio(c, a) for c in cases for a in c["anchors_ms"]]
 
-    def n_anchors(rows: list[dict[str, Any]]) -> int:
-        return len({a for c in rows for a in [*c["anchors_ms"], *c["errors"]]})
+    def columns(rows: list[dict[str, Any]]) -> int:
+        """Legend entries side by side: two, unless a long anchor name needs the full width."""
+        names = {a for c in rows for a in [*c["anchors_ms"], *c["errors"]]}
+        return 1 if max(map(len, names)) > 40 else 2
 
-    # rows of markers, plus the legend above each panel (two entries a line, with the guides)
-    heights = [len(rows) + 0.8 * ((n_anchors(rows) + 3) // 2) + 1.2 for rows in by_op.values()]
+    def legend_lines(rows: list[dict[str, Any]]) -> int:
+        entries = len({a for c in rows for a in [*c["anchors_ms"], *c["errors"]]}) + 2
+        return -(-entries // columns(rows))
+
+    # rows of markers, plus the legend above each panel (anchors, the line at 1 and an aim)
+    heights = [len(rows) + 0.8 * legend_lines(rows) + 1.2 for rows in by_op.values()]
     fig, axes = plotting.subplots(
         len(ops),
         1,
@@ -596,7 +603,7 @@ def plot(results: dict[str, Any]):
             alignment="left",
             loc="lower left",
             bbox_to_anchor=(0.0, 1.0),
-            ncol=2,
+            ncol=columns(rows),
             fontsize=8.5,
             handlelength=1.6,
             columnspacing=1.2,
