@@ -12,7 +12,7 @@ This extension registers
   by its URL and its eprint), set as ``bibtex_default_style`` in _config.yml;
 - a referencing style ``author_year_label`` (``bibtex_reference_style``): ``{cite:p}`` prints
   the label, so "[Gu et al., 2022a]" in the text is "[Gu et al., 2022a]" in the bibliography,
-  and ``{cite:t}`` prints "Gu et al. [2022a]".
+  ``{cite:t}`` prints "Gu et al. [2022a]" and ``{cite:year}`` "2022a".
 """
 
 from __future__ import annotations
@@ -117,6 +117,14 @@ class _TextualStyle(BasicLabelTextualReferenceStyle):
 
 
 @dataclass
+class _YearStyle(ExtraYearReferenceStyle):
+    """``{cite:year}``: "2022a"."""
+
+    def inner(self, role_name: str):
+        return reference[label_year]
+
+
+@dataclass
 class AuthorYearLabelReferenceStyle(GroupReferenceStyle):
     """``{cite:p}`` prints the label: "[Gu et al., 2022a; Gupta et al., 2022]"."""
 
@@ -130,7 +138,7 @@ class AuthorYearLabelReferenceStyle(GroupReferenceStyle):
                 _TextualStyle(bracket=BracketStyle(), person=self.person),
                 ExtraAuthorReferenceStyle(bracket=BracketStyle(), person=self.person),
                 ExtraLabelReferenceStyle(bracket=self.bracket),
-                ExtraYearReferenceStyle(bracket=BracketStyle()),
+                _YearStyle(bracket=BracketStyle()),
                 ExtraEmptyReferenceStyle(),
             ]
         )
