@@ -167,6 +167,7 @@ def test_triton_prefill_then_steps_is_the_convolution(prefill_shape, device, poi
     u32, Ab32, Bb32, C32, D32 = fp32(u, Ab, Bb, C, D)
     y, state = s4d_prefill(u32[..., :L], Ab32, Bb32, C32, D32, backend="triton")
     assert state.dtype == C64 and not (y.isnan().any() or state.isnan().any())
+    prefilled = state.clone()
     with torch.no_grad():
         ys = [y] + [
             s4d_step(state, u32[..., L + k], Ab32, Bb32, C32, D32, backend="triton")[..., None]
@@ -184,6 +185,11 @@ def test_triton_prefill_then_steps_is_the_convolution(prefill_shape, device, poi
     bound = ssm.causal_conv(u.abs(), K_abs, D.abs())
     err = (torch.cat(ys, -1)[:, h].double() - full).abs()
     assert (err <= 64 * EPS32 * bound).all(), float((err / bound).max())
+    # the state after the prompt: x_{L-1} = B̄ Σ_j Ā^j u_{L-1-j}
+    prompt = u[..., :L].flip(-1)[:, :, None, :]  # (B h 1 L)
+    x_want = Bb * (V[..., :L] * prompt).sum(-1)  # (B h N)
+    x_bound = Bb.abs() * (growth[..., :L] * prompt.abs()).sum(-1)
+    assert ((prefilled[:, h].to(C128) - x_want).abs() <= 64 * EPS32 * x_bound).all()
 
 
 def test_triton_deterministic(device, on_gpu, poisoned):
