@@ -15,3 +15,36 @@ die() { say "error: $*"; exit 1; }
 
 # sha256 of the given files, one hash for all of them.
 hash_files() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+# Run a command as root: directly when root, through sudo when that needs no password.
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@"
+  else die "need root to run: $* (run it yourself, then retry)"
+  fi
+}
+
+# apt_install PACKAGE...: the packages and what they depend on, nothing more. No recommended
+# packages, and nothing already installed is upgraded (apt-get --no-upgrade; when a package
+# needs a newer version of an installed one, nothing is done and the script stops). apt-get's
+# own plan (a dry run) is printed before anything is installed.
+apt_install() {
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q)
+  local flags=(--no-install-recommends --no-upgrade)
+  say "--- installing $* from Debian (as root): apt-get update, then apt-get install ${flags[*]} $*"
+  as_root "${apt[@]}" update
+  local plan new upgrade
+  plan="$(as_root "${apt[@]}" install --simulate "${flags[@]}" "$@")"
+  new="$(awk '$1 == "Inst" && $3 !~ /^\[/ { print $2 }' <<<"$plan" | xargs)"
+  upgrade="$(awk '$1 == "Inst" && $3 ~ /^\[/ { print $2 }' <<<"$plan" | xargs)"
+  if [ -n "$upgrade" ]; then
+    die "installing $* would upgrade packages already installed ($upgrade), so nothing was" \
+      "installed: install $* yourself (for the site test, CHROMIUM can name a browser instead)"
+  fi
+  if [ -z "$new" ]; then
+    say "    nothing to install"
+    return
+  fi
+  say "    new packages: $new"
+  as_root "${apt[@]}" install -y "${flags[@]}" "$@"
+}

@@ -3,13 +3,19 @@
 pyproject's dependencies plus its "book" and "test" extras must appear in environment.yml, each
 once, with the same version specifier and environment marker, and nothing else may be there
 (besides python, pip and the package itself). conda-forge names that differ from PyPI's are
-mapped in CONDA_NAMES. And the kernel that executes the chapters starts without warnings.
+mapped in CONDA_NAMES.
+
+And the environment the scripts set up: the kernel that executes the chapters starts without
+warnings; scripts/lib.sh's apt_install (the browser for the site test, as root) installs no
+recommended packages, upgrades nothing already installed and says what it installs first.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -160,3 +166,60 @@ def test_chapter_kernel_starts_quietly(tmp_path, capfd):
     err = capfd.readouterr().err
     assert nbformat.read(dst, as_version=4).cells[0].outputs[0]["text"] == "42\n"
     assert "WARNING" not in err and "Kernel" not in err, f"the kernel wrote on stderr:\n{err}"
+
+
+APT_STUB = """#!/bin/sh
+# records each call; a dry run (--simulate) prints the plan the test gives in APT_PLAN
+echo "$*" >> "$APT_LOG"
+case "$*" in *--simulate*) cat "$APT_PLAN" ;; *" install "*) echo "APT INSTALLS" >&2 ;; esac
+"""
+PLAN_NEW = "Inst libfoo (1.0 Debian:12 [amd64])\nInst chromium (1.0 Debian:12 [amd64])\n"
+PLAN_UPGRADE = PLAN_NEW + "Inst libc6 [2.36-9] (2.36-10 Debian:12 [amd64])\n"
+
+
+def apt_install(tmp_path: Path, plan: str, *packages: str):
+    """scripts/lib.sh's apt_install, run as root against a stub apt-get that records its calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in [("apt-get", APT_STUB), ("id", "#!/bin/sh\necho 0\n")]:
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "plan").write_text(plan)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "APT_LOG": str(tmp_path / "log"),
+        "APT_PLAN": str(tmp_path / "plan"),
+    }
+    script = f'source "{ROOT}/scripts/lib.sh"; apt_install "$@"'
+    run = subprocess.run(
+        ["bash", "-c", script, "apt_install", *packages], env=env, capture_output=True, text=True
+    )
+    log = tmp_path / "log"
+    calls = log.read_text().splitlines() if log.exists() else []
+    return run, calls
+
+
+def test_apt_install_adds_only_what_is_missing(tmp_path):
+    run, calls = apt_install(tmp_path, PLAN_NEW, "chromium")
+    assert run.returncode == 0, run.stderr
+    installs = [c for c in calls if "install" in c.split() and "--simulate" not in c]
+    assert len(installs) == 1, calls
+    assert {"--no-install-recommends", "--no-upgrade"} <= set(installs[0].split()), installs
+    assert not [c for c in calls if {"upgrade", "dist-upgrade", "full-upgrade"} & set(c.split())]
+    said = run.stderr.index("new packages: libfoo chromium")
+    assert said < run.stderr.index("APT INSTALLS"), "it must say what it installs first"
+
+
+def test_apt_install_upgrades_nothing(tmp_path):
+    run, calls = apt_install(tmp_path, PLAN_UPGRADE, "chromium")
+    assert run.returncode != 0
+    assert "libc6" in run.stderr and "CHROMIUM" in run.stderr, run.stderr
+    assert all("--simulate" in c or c.split()[-1] == "update" for c in calls), calls
+
+
+def test_apt_install_skips_what_is_there(tmp_path):
+    run, calls = apt_install(tmp_path, "", "chromium")
+    assert run.returncode == 0, run.stderr
+    assert "nothing to install" in run.stderr
+    assert all("--simulate" in c or c.split()[-1] == "update" for c in calls), calls
