@@ -34,7 +34,8 @@ if [ "$EXECUTE" = 1 ]; then
   "$PY" "$ROOT/scripts/execute_notebooks.py" --out "$SRC" --profile "$PROFILE" --timeout "$TIMEOUT"
 fi
 
-# --all: re-read every page, so warnings of unchanged pages are reported again (with -W a
-# second build must not pass just because Sphinx kept the first one's results).
-jupyter-book build "$SRC" --path-output "$ROOT" --builder html --all -W --keep-going --quiet
+# JB_BUILD (scripts/lib.sh) has --all: every page re-read, so warnings of unchanged pages are
+# reported again (with -W a second build must not pass just because Sphinx kept the first one's
+# results).
+"${JB_BUILD[@]}" "$SRC" --path-output "$ROOT"
 say "--- site: _build/html/index.html"

@@ -13,6 +13,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 NPM_CONFIG_UPDATE_NOTIFIER=false NPM_CONF
 say() { printf '%s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
+# Jupyter Book's HTML build, as scripts/build_book.sh runs it: every page re-read, warnings as
+# errors, and Sphinx keeps going so that one build reports them all. --quiet leaves out Sphinx's
+# status lines, among them the MyST and MyST-NB configurations dumped in full; warnings and
+# errors are still printed. Arguments: the book's folder, then --path-output DIR.
+JB_BUILD=(jupyter-book build --builder html --all -W --keep-going --quiet)
+
 # sha256 of the given files, one hash for all of them.
 hash_files() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
