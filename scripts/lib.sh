@@ -54,3 +54,18 @@ apt_install() {
   say "    new packages: $new"
   as_root "${apt[@]}" install -y "${flags[@]}" "$@"
 }
+
+# ensure_browser: a Chromium for the site test. $CHROMIUM (a path or a command) when set, and
+# nothing is installed; else Debian's $DEBIAN_CHROMIUM, installed by apt_install when missing.
+DEBIAN_CHROMIUM="${DEBIAN_CHROMIUM:-/usr/bin/chromium}"
+ensure_browser() {
+  if [ -n "${CHROMIUM:-}" ]; then
+    command -v "$CHROMIUM" >/dev/null || die "CHROMIUM=$CHROMIUM is not an executable browser"
+    say "--- browser: CHROMIUM=$CHROMIUM ($("$CHROMIUM" --version 2>/dev/null || echo '?'))"
+  elif [ -x "$DEBIAN_CHROMIUM" ]; then
+    say "--- browser: $DEBIAN_CHROMIUM ($("$DEBIAN_CHROMIUM" --version 2>/dev/null || echo '?'))"
+  else
+    say "--- no browser for the site test: $DEBIAN_CHROMIUM is missing and CHROMIUM is not set"
+    apt_install chromium
+  fi
+}

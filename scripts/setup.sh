@@ -74,13 +74,5 @@ fi
 
 # --- browser for the site test -----------------------------------------------------------------
 if [ "$BROWSER" = 1 ]; then
-  if [ -n "${CHROMIUM:-}" ]; then
-    command -v "$CHROMIUM" >/dev/null || die "CHROMIUM=$CHROMIUM is not an executable browser"
-    say "--- browser: CHROMIUM=$CHROMIUM ($("$CHROMIUM" --version 2>/dev/null || echo '?'))"
-  elif [ -x /usr/bin/chromium ]; then
-    say "--- browser: /usr/bin/chromium ($(/usr/bin/chromium --version 2>/dev/null || echo '?'))"
-  else
-    say "--- no browser for the site test: /usr/bin/chromium is missing and CHROMIUM is not set"
-    apt_install chromium
-  fi
+  ensure_browser
 fi

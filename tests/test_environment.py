@@ -177,8 +177,9 @@ PLAN_NEW = "Inst libfoo (1.0 Debian:12 [amd64])\nInst chromium (1.0 Debian:12 [a
 PLAN_UPGRADE = PLAN_NEW + "Inst libc6 [2.36-9] (2.36-10 Debian:12 [amd64])\n"
 
 
-def apt_install(tmp_path: Path, plan: str, *packages: str):
-    """scripts/lib.sh's apt_install, run as root against a stub apt-get that records its calls."""
+def lib_sh(tmp_path: Path, plan: str, command: str, **env: str):
+    """``command`` run after sourcing scripts/lib.sh, as root, against a stub apt-get that
+    records its calls: (the finished process, the apt-get calls)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, body in [("apt-get", APT_STUB), ("id", "#!/bin/sh\necho 0\n")]:
@@ -186,18 +187,21 @@ def apt_install(tmp_path: Path, plan: str, *packages: str):
         (bin_dir / name).chmod(0o755)
     (tmp_path / "plan").write_text(plan)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "CHROMIUM"},
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "APT_LOG": str(tmp_path / "log"),
         "APT_PLAN": str(tmp_path / "plan"),
+        **env,
     }
-    script = f'source "{ROOT}/scripts/lib.sh"; apt_install "$@"'
-    run = subprocess.run(
-        ["bash", "-c", script, "apt_install", *packages], env=env, capture_output=True, text=True
-    )
+    script = f'source "{ROOT}/scripts/lib.sh"; {command}'
+    run = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
     log = tmp_path / "log"
     calls = log.read_text().splitlines() if log.exists() else []
     return run, calls
+
+
+def apt_install(tmp_path: Path, plan: str, *packages: str):
+    return lib_sh(tmp_path, plan, "apt_install " + " ".join(packages))
 
 
 def test_apt_install_adds_only_what_is_missing(tmp_path):
@@ -223,3 +227,30 @@ def test_apt_install_skips_what_is_there(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "nothing to install" in run.stderr
     assert all("--simulate" in c or c.split()[-1] == "update" for c in calls), calls
+
+
+def test_browser_from_chromium_installs_nothing(tmp_path):
+    browser = tmp_path / "my-chromium"
+    browser.write_text("#!/bin/sh\necho Chromium 1.0\n")
+    browser.chmod(0o755)
+    missing = str(tmp_path / "no-chromium")
+    run, calls = lib_sh(
+        tmp_path, PLAN_NEW, "ensure_browser", CHROMIUM=str(browser), DEBIAN_CHROMIUM=missing
+    )
+    assert run.returncode == 0, run.stderr
+    assert calls == [], "with CHROMIUM set, nothing is installed"
+    assert str(browser) in run.stderr and "Chromium 1.0" in run.stderr
+
+
+def test_browser_chromium_must_exist(tmp_path):
+    missing = str(tmp_path / "no-chromium")
+    run, calls = lib_sh(tmp_path, PLAN_NEW, "ensure_browser", CHROMIUM=missing)
+    assert run.returncode != 0 and "CHROMIUM" in run.stderr
+    assert calls == []
+
+
+def test_browser_installed_from_debian_when_missing(tmp_path):
+    missing = str(tmp_path / "no-chromium")
+    run, calls = lib_sh(tmp_path, PLAN_NEW, "ensure_browser", DEBIAN_CHROMIUM=missing)
+    assert run.returncode == 0, run.stderr
+    assert calls[-1].split()[-1] == "chromium" and "--no-install-recommends" in calls[-1]
