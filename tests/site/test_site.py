@@ -552,7 +552,13 @@ def check_buttons(tab, page: str, base_url: str) -> list[str]:
             })"""
         )
         text = button.evaluate("b => b.textContent.replace(/\\s+/g, '')")
-        fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node_id})["fonts"]
+        # the fonts Chromium drew the text of the button and of everything inside it with
+        inside = cdp.send("DOM.querySelectorAll", {"nodeId": node_id, "selector": "*"})
+        fonts = [
+            font
+            for node in [node_id, *inside["nodeIds"]]
+            for font in cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+        ]
         system = sorted({f["familyName"] for f in fonts if not f["isCustomFont"]})
         if not drawn and not text:
             problems.append(f"button {name!r} shows nothing (no SVG, image or text)")
