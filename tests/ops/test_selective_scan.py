@@ -639,32 +639,33 @@ def test_probe_accepts_the_kernel_and_rejects_a_wrong_one(device, monkeypatch):
         ops._probe_scan(device)
 
 
-CALLER_MODES = [
-    pytest.param(torch.no_grad, id="no_grad"),
-    pytest.param(torch.inference_mode, id="inference_mode"),
-    pytest.param(lambda: torch.autocast("cpu", dtype=torch.bfloat16), id="autocast"),
-]
+def caller_modes(device):
+    """The modes of a caller the probe must not inherit, for ``device``."""
+    return {
+        "no_grad": torch.no_grad,
+        "inference_mode": torch.inference_mode,
+        "autocast": lambda: torch.autocast(device.type, dtype=torch.bfloat16),
+    }
 
 
 @pytest.mark.triton
-@pytest.mark.parametrize("mode", CALLER_MODES)
-def test_probe_passes_in_its_clean_context_whatever_the_callers(mode):
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "autocast"])
+def test_probe_passes_in_its_clean_context_whatever_the_callers(device, mode):
     """The probes run a backward pass: inside the dispatcher's clean context they pass under
-    any mode of the caller (here on the CPU, in the interpreter)."""
-    cpu = torch.device("cpu")
-    with mode(), dispatch._clean_context(cpu):
-        ops._probe_scan(cpu)
-        ops._probe_step(cpu)
+    any mode of the caller."""
+    with caller_modes(device)[mode](), dispatch._clean_context(device):
+        ops._probe_scan(device)
+        ops._probe_step(device)
 
 
 @pytest.mark.triton
-@pytest.mark.parametrize("mode", CALLER_MODES[:2])
-def test_probe_fails_in_the_callers_context_without_grad(mode):
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_probe_fails_in_the_callers_context_without_grad(device, mode):
     """What the clean context protects from: the same probe run directly under no_grad or
     inference_mode fails (its backward pass has no graph), which was once cached as a
     permanent fallback to the reference."""
-    with mode(), pytest.raises(RuntimeError):
-        ops._probe_scan(torch.device("cpu"))
+    with caller_modes(device)[mode](), pytest.raises(RuntimeError):
+        ops._probe_scan(device)
 
 
 AUTO_MODES = [
@@ -692,8 +693,8 @@ def test_auto_chooses_triton_on_cuda(device, on_gpu, monkeypatch, mode):
             out = selective_scan(**x, delta_softplus=True)
             y = selective_state_update(**{**step, "state": step["state"].clone()})
     assert dispatch._probe_results == {
-        ("selective_scan", str(device)): None,
-        ("selective_state_update", str(device)): None,
+        ("selective_scan", str(out.device)): None,
+        ("selective_state_update", str(out.device)): None,
     }
     # What ran is the kernel: its results, bit for bit (the reference rounds differently).
     with torch.no_grad():

@@ -361,10 +361,11 @@ def kernel_calls(monkeypatch):
     return calls
 
 
-def test_backend_choice(kernel_calls, monkeypatch):
+def test_backend_choice(device, kernel_calls, monkeypatch):
     monkeypatch.delenv("SSM_BACKEND", raising=False)
-    inputs = cast(make_inputs(), torch.float32)
-    ssd(**inputs, chunk_size=16)  # auto, CPU tensors: the reference
+    cpu_inputs = cast(make_inputs(), torch.float32)
+    ssd(**cpu_inputs, chunk_size=16)  # auto, CPU tensors: the reference
+    inputs = {k: v.to(device) for k, v in cpu_inputs.items()}
     ssd(**inputs, chunk_size=16, backend="reference")
     assert kernel_calls == []
     ssd(**inputs, chunk_size=16, backend="triton")  # CPU is allowed under the interpreter
@@ -699,29 +700,31 @@ def test_triton_probes_pass(device):
     ssd_module._probe_update(device)
 
 
-CALLER_MODES = [
-    pytest.param(torch.no_grad, id="no_grad"),
-    pytest.param(torch.inference_mode, id="inference_mode"),
-    pytest.param(lambda: torch.autocast("cpu", dtype=torch.bfloat16), id="autocast"),
-]
+def caller_modes(device):
+    """The modes of a caller the probe must not inherit, for ``device``."""
+    return {
+        "no_grad": torch.no_grad,
+        "inference_mode": torch.inference_mode,
+        "autocast": lambda: torch.autocast(device.type, dtype=torch.bfloat16),
+    }
 
 
-@pytest.mark.parametrize("mode", CALLER_MODES)
-def test_probe_passes_in_its_clean_context_whatever_the_callers(mode):
-    """The SSD probe runs a backward pass: inside the dispatcher's clean context it passes
-    under any mode of the caller (here on the CPU, in the interpreter)."""
-    cpu = torch.device("cpu")
-    with mode(), dispatch._clean_context(cpu):
-        ssd_module._probe_ssd(cpu)
-        ssd_module._probe_update(cpu)
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "autocast"])
+def test_probe_passes_in_its_clean_context_whatever_the_callers(device, mode):
+    """The probes run a backward pass: inside the dispatcher's clean context they pass under
+    any mode of the caller."""
+    with caller_modes(device)[mode](), dispatch._clean_context(device):
+        ssd_module._probe_ssd(device)
+        ssd_module._probe_update(device)
 
 
-@pytest.mark.parametrize("mode", CALLER_MODES[:2])
-def test_probe_fails_in_the_callers_context_without_grad(mode):
-    """Without the clean context the same probe fails under no_grad or inference_mode (its
-    backward pass has no graph), which was once cached as a permanent fallback."""
-    with mode(), pytest.raises(RuntimeError):
-        ssd_module._probe_ssd(torch.device("cpu"))
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_probe_fails_in_the_callers_context_without_grad(device, mode):
+    """What the clean context protects from: the same probe run directly under no_grad or
+    inference_mode fails (its backward pass has no graph), which was once cached as a
+    permanent fallback to the reference."""
+    with caller_modes(device)[mode](), pytest.raises(RuntimeError):
+        ssd_module._probe_ssd(device)
 
 
 AUTO_MODES = [
@@ -748,8 +751,8 @@ def test_auto_chooses_triton_on_cuda(device, on_gpu, monkeypatch, mode):
             out = ssd(**inputs, chunk_size=16)
             y = ssd_state_update(**{**step, "state": step["state"].clone()})
     assert dispatch._probe_results == {
-        ("ssd", str(device)): None,
-        ("ssd_state_update", str(device)): None,
+        ("ssd", str(out.device)): None,
+        ("ssd_state_update", str(out.device)): None,
     }
     # What ran is the kernels: their results, bit for bit (the reference rounds differently).
     with torch.no_grad():
