@@ -236,7 +236,7 @@ def test_live_views_timings_show_what_figure_4_says(vw):
         assert increasing(t[key]), (key, t[key])
         assert 0.7 < slope(Ls, t[key]) < 1.3, (key, t[key])
     assert all(f * 5 < r for f, r in zip(t["fft_conv"], t["recurrence"], strict=True))
-    assert increasing(t["fft_conv"], margin=0.8) and t["fft_conv"][-1] > t["fft_conv"][0]
+    assert increasing(t["fft_conv"], margin=0.85) and t["fft_conv"][-1] > t["fft_conv"][0]
     assert slope(Ls, t["fft_conv"]) < 0.8
 
 

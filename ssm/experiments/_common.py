@@ -98,14 +98,16 @@ def time_cases(
     config: dict[str, Any],
     dev: torch.device,
     desc: str = "timing",
+    back_to_back: int = 3,
 ) -> dict[Any, float]:
     """Best time in seconds of each call ``fn(*args, **kwargs)`` of ``cases`` (by key).
 
     Every call runs once to warm up (allocations, FFT plans, lazy initialization), then
-    ``config["repeats"]`` rounds call each case once, the cases interleaved, and the best time per
-    case is kept. Interleaving spreads a burst of load from elsewhere on the machine over all the
-    cases instead of one series; the best, not the mean, is the least disturbed run. What is
-    timed is given by :func:`clock`.
+    ``config["repeats"]`` rounds call each case ``back_to_back`` times in a row, the cases
+    interleaved, and the best time per case is kept. Interleaving spreads a burst of load from
+    elsewhere on the machine over all the cases instead of one series; the calls in a row let a
+    cheap case run with its own data in the caches, not the data of the case before it; the
+    best, not the mean, is the least disturbed run. What is timed is given by :func:`clock`.
     """
     now = time.thread_time if clock(dev) == "thread CPU time" else time.perf_counter
 
@@ -119,8 +121,9 @@ def time_cases(
     best = dict.fromkeys(cases, float("inf"))
     for _ in progress(range(config["repeats"]), config, desc):
         for key, (fn, args, kwargs) in cases.items():
-            start = now()
-            fn(*args, **kwargs)
-            sync()
-            best[key] = min(best[key], now() - start)
+            for _ in range(back_to_back):
+                start = now()
+                fn(*args, **kwargs)
+                sync()
+                best[key] = min(best[key], now() - start)
     return best

@@ -123,7 +123,7 @@ def animation(results: dict[str, Any], *, frame: int | None = None) -> Any:
     frames = results["frames"]
     grid, truth = np.asarray(results["grid"]), np.asarray(results["truth"])
     with plotting.style(), mpl.rc_context({"savefig.dpi": 90 * plotting.PIXEL_RATIO}):
-        fig, ax = plotting.subplots(1, 1, width=6.0, height=2.7)
+        fig, ax = plotting.subplots(1, 1, width=6.0, height=3.0)
         ax.plot(grid, truth, color="0.75", lw=1.2, label="signal (future in grey)")
         (seen,) = ax.plot(
             [], [], color=plotting.COLORS["signal"], lw=4.5, alpha=0.3, label="signal seen so far"
@@ -137,9 +137,9 @@ def animation(results: dict[str, Any], *, frame: int | None = None) -> Any:
         )
         now = ax.axvline(0.0, color=plotting.PALETTE["vermillion"], lw=1, ls="--")
         ax.set_xlim(0, 1)
-        ax.set_ylim(truth.min() - 0.5, truth.max() + 0.8)
+        ax.set_ylim(truth.min() - 0.5, truth.max() + 0.5)
         plotting.label(ax, "time $s$", "value")
-        ax.legend(loc="upper left", fontsize=7.5, ncol=3)
+        plotting.figure_legend(fig, ax, fontsize=8.5)  # below the axes, clear of the moving line
 
         def draw(i: int):
             fr = frames[i]

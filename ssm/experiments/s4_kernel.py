@@ -37,7 +37,7 @@ def config(profile: str = "ci") -> dict[str, Any]:
         "dt": 0.01,
         "lengths": [2**k for k in range(8, 12 if ci else 16)],  # timed at N = N
         "sizes": [16, 32, 64, 128] if ci else [16, 32, 64, 128, 256, 512],  # timed at L = L
-        "repeats": 15 if ci else 5,  # timing rounds (the best of them is kept)
+        "repeats": 10 if ci else 5,  # timing rounds (the best of them is kept)
         "device": "cpu" if ci else "auto",
         **({"threads": 1} if ci else {}),  # ci timings on one thread (see _common.threads)
     }

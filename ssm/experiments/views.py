@@ -32,7 +32,7 @@ def config(profile: str = "ci") -> dict[str, Any]:
         "L_check": 1024,  # length of the equality check
         "L_show": 200,  # length shown in the output figure
         "lengths": [2**k for k in range(7, 12 if ci else 17)],  # timed lengths
-        "repeats": 15 if ci else 5,  # timing rounds (the best of them is kept)
+        "repeats": 10 if ci else 5,  # timing rounds (the best of them is kept)
         "device": "cpu" if ci else "auto",
         **({"threads": 1} if ci else {}),  # ci timings on one thread (see _common.threads)
     }
