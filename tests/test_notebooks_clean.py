@@ -249,3 +249,26 @@ def test_live_timing_cells_are_exempt_from_nbval(path):
 def test_the_live_timing_pattern_tells_live_from_stored():
     assert LIVE_TIMING_PLOT.search("views.plot_timings(vw)")
     assert not LIVE_TIMING_PLOT.search('views.plot_timings(full_views["results"])')
+
+
+LOCAL_LINK = re.compile(r"\]\((?!https?:|#|mailto:)([^)#\s]+)|\{doc\}`(?:[^<`]*<)?([^>`]+)>?`")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_links_point_at_chapters_that_exist(path):
+    """A link to another page of the book names a file of _toc.yml; a chapter that is not
+    written yet is named as coming, in words, not linked."""
+    listed = set(toc_entries())
+    for i, cell in enumerate(load(path)["cells"]):
+        if cell["cell_type"] != "markdown":
+            continue
+        for match in LOCAL_LINK.finditer(source(cell)):
+            target = (path.parent / (match.group(1) or match.group(2))).resolve()
+            page = target.relative_to(ROOT).with_suffix("").as_posix()
+            assert page in listed, f"{path.name}, cell {i}: link to {page!r}, not in _toc.yml"
+
+
+def test_the_link_pattern_finds_both_kinds_of_link():
+    text = "see [S4D](02_s4d.ipynb), {doc}`the intro <intro>` and [a paper](https://arxiv.org)"
+    found = [m.group(1) or m.group(2) for m in LOCAL_LINK.finditer(text)]
+    assert found == ["02_s4d.ipynb", "intro"]
