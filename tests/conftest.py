@@ -3,7 +3,8 @@
 ``--device`` chooses where the accelerated ops' tests run: ``cpu`` (the default) runs the Triton
 kernels in Triton's CPU interpreter at small sizes, as CI does; ``cuda`` runs them compiled on
 the GPU at real sizes (``pytest tests/ops --device cuda``). The interpreter must be switched on
-before Triton is first imported, so it is set here, at configuration time.
+before the kernels are first compiled, so it is set here, at configuration time, with the
+interpreter's fix for NumPy 2.4 (:func:`ssm.ops.interpreter.fix_numpy_loop_bounds`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 
 import pytest
 import torch
+
+from ssm.ops.interpreter import fix_numpy_loop_bounds
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -31,6 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.pop("TRITON_INTERPRET", None)
     else:
         os.environ["TRITON_INTERPRET"] = "1"
+        fix_numpy_loop_bounds()
 
 
 @pytest.fixture(scope="session")

@@ -1,19 +1,12 @@
 """Set-up shared by the tests of the accelerated ops.
 
 ``tests/conftest.py`` chooses the device (``--device cpu``: Triton's CPU interpreter, small sizes;
-``--device cuda``: compiled kernels, real sizes) and switches the interpreter on before Triton is
-first imported. Fixtures here: ``poisoned`` (unwritten memory reads as NaN).
+``--device cuda``: compiled kernels, real sizes) and switches the interpreter on before the kernels
+are compiled. Fixtures here: ``poisoned`` (unwritten memory reads as NaN).
 """
-
-import os
 
 import pytest
 import torch
-
-from ssm.ops.interpreter import fix_numpy_loop_bounds
-
-if os.environ.get("TRITON_INTERPRET") == "1":
-    fix_numpy_loop_bounds()
 
 
 @pytest.fixture
