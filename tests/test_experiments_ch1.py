@@ -336,6 +336,24 @@ def test_s4_kernel_matches_the_power_series(s4):
     assert s4["kernel_scale"] > 1e-2  # a kernel worth comparing
 
 
+def test_c_tilde_discretizes_with_ssm_discretize(monkeypatch):
+    """Bilinear discretization lives in ssm.discretize only: C̃ is built from its Ā."""
+    calls = []
+    real = ssm.discretize
+
+    def spy(A, B, dt, method="zoh", **kw):
+        calls.append(method)
+        return real(A, B, dt, method, **kw)
+
+    monkeypatch.setattr(ssm, "discretize", spy)
+    p = s4_kernel.parameters(8, torch.Generator().manual_seed(0), torch.device("cpu"))
+    ct = s4_kernel.c_tilde(p, 0.1, 16)
+    assert calls == ["bilinear"]
+    A = torch.diag_embed(p["w"]) - p["P"].T @ p["P"].conj()
+    Ab, _ = real(A, p["Be"], 0.1, "bilinear")
+    torch.testing.assert_close(ct, p["Ce"] - p["Ce"] @ torch.linalg.matrix_power(Ab, 16))
+
+
 def test_live_s4_timings_show_what_figure_9_says(s4):
     """Figure 9's caption, on the numbers it plots: (a) as L grows the definition's time grows in
     proportion to L, the S4 algorithm's grows too, from a fixed overhead, and is lower at every
