@@ -27,6 +27,7 @@ from ssm.ops.vandermonde.triton import vandermonde_transpose_triton, vandermonde
 pytestmark = pytest.mark.triton
 
 EPS32 = torch.finfo(torch.float32).eps
+TINY32 = torch.finfo(torch.float32).tiny  # the smallest normal float32
 C64, C128 = torch.complex64, torch.complex128
 ROWS = 64  # channels per chunk of the float64 definitions, which materialize (rows, N, L)
 
@@ -177,7 +178,10 @@ def test_triton_forward(shape, device, poisoned):
     assert not K.isnan().any(), "an output element was left unwritten"
     for rows in chunks(H):
         err = (K[rows].double() - definition(v[rows], x[rows], L)).abs()
-        bound = 8 * EPS32 * forward_bound(v[rows], x[rows], L)
+        # relative to the terms, and absolute where they fall below float32's normal range (a
+        # GPU flushes those to zero): 2 |v| per term and factor of the product
+        tiny = 4 * TINY32 * v[rows].abs().sum(1, keepdim=True)
+        bound = 8 * EPS32 * forward_bound(v[rows], x[rows], L) + tiny
         assert (err <= bound).all(), float((err / bound).max())
 
 
