@@ -1,6 +1,6 @@
 """The convolutional view: ``y = K̄ * u`` (causal), computed with the FFT in ``O(L log L)``.
 
-Explained in the book's chapter "From ODE to S4", section "Two views of one model: recurrent and
+Explained in the book's chapter *From ODE to S4*, section "Two views of one model: recurrent and
 convolutional". Dimension letters: L length of the input, L_K of the kernel; ``(...)`` batch
 dimensions, broadcast between ``u`` and ``K``.
 """
@@ -18,7 +18,7 @@ def causal_conv(u: torch.Tensor, K: torch.Tensor, D: torch.Tensor | float | None
 
     A reference for :func:`fft_conv`, with the same arguments: ``u`` ``(..., L)``, ``K``
     ``(..., L_K)``, ``D`` a scalar or a tensor that broadcasts to the batch dims. Returns
-    ``(..., L)``.
+    ``(..., L)``. Chapter *From ODE to S4*, section "Two views of one model".
     """
     u, K, D, dtype = _inputs(u, K, D)
     L = u.shape[-1]
@@ -42,6 +42,9 @@ def fft_conv(u: torch.Tensor, K: torch.Tensor, D: torch.Tensor | float | None = 
         ``y`` ``(..., L)``, the length of ``u``, in the promoted dtype of the inputs (float16
         and bfloat16 are transformed in float32, which ``torch.fft`` needs). Real inputs give a
         real output.
+
+    Explained in the chapter *From ODE to S4*, section "Two views of one model: recurrent and
+    convolutional".
     """
     u, K, D, dtype = _inputs(u, K, D)
     L = u.shape[-1]

@@ -11,7 +11,7 @@ With step ``Δ`` (written ``dt``):
 
 This module is the one place these formulas are written: the structured kernels
 (:func:`ssm.s4_kernel`, :func:`ssm.s4d_kernel`) call :func:`discretize`. Explained in the book's
-chapter "From ODE to S4", section "Discretization: from a differential equation to a sequence
+chapter *From ODE to S4*, section "Discretization: from a differential equation to a sequence
 model". Dimension letters: N state size; ``(...)`` batch dimensions.
 """
 
@@ -49,6 +49,9 @@ def discretize(
     Returns:
         ``(Ab, Bb)``: ``Ab`` shaped like ``A`` and ``Bb`` ``(..., N)``, batch dims broadcast, in
         the promoted dtype of ``A`` and ``B`` (float16 and bfloat16 are computed in float32).
+
+    Explained in the chapter *From ODE to S4*, section "Discretization: from a differential
+    equation to a sequence model".
     """
     A = _checks.tensor("A", A)
     B = _checks.tensor("B", B)
@@ -126,28 +129,25 @@ def _expm1_over_x(x: torch.Tensor) -> torch.Tensor:
 
 def _dense(A: torch.Tensor, B: torch.Tensor, dt: torch.Tensor, method: str):
     N = A.shape[-1]
-    eye = torch.eye(N, dtype=A.dtype, device=A.device)
-    dA = dt * A  # (... N N)
-    dB = dt[..., 0] * B  # (... N)
+    dA, dB = dt * A, dt[..., 0] * B  # (... N N), (... N)
+    batch = torch.broadcast_shapes(dA.shape[:-2], dB.shape[:-1])
+    dA, dB = dA.expand(*batch, N, N), dB.expand(*batch, N)
     if method == "zoh":
         return _zoh_dense(dA, dB)
+    eye = torch.eye(N, dtype=A.dtype, device=A.device)
     if method == "euler":
-        batch = torch.broadcast_shapes(dA.shape[:-2], dB.shape[:-1])
-        return (eye + dA).expand(*batch, N, N), dB.expand(*batch, N)
+        return eye + dA, dB
     left = eye - dA / 2 if method == "bilinear" else eye - dA  # (... N N)
     right = eye + dA / 2 if method == "bilinear" else eye
-    batch = torch.broadcast_shapes(left.shape[:-2], dB.shape[:-1])
-    left = left.expand(*batch, N, N)
     Ab = torch.linalg.solve(left, right.expand_as(left))  # (... N N)
-    Bb = torch.linalg.solve(left, dB.expand(*batch, N).unsqueeze(-1)).squeeze(-1)  # (... N)
+    Bb = torch.linalg.solve(left, dB[..., None])[..., 0]  # (... N)
     return Ab, Bb
 
 
 def _zoh_dense(dA: torch.Tensor, dB: torch.Tensor):
     """``expm([[ΔA, ΔB], [0, 0]]) = [[Ā, B̄], [0, 1]]`` (Van Loan), valid for singular ``A``."""
     N = dA.shape[-1]
-    batch = torch.broadcast_shapes(dA.shape[:-2], dB.shape[:-1])
-    M = dA.new_zeros(*batch, N + 1, N + 1)
+    M = dA.new_zeros(*dA.shape[:-2], N + 1, N + 1)
     M[..., :N, :N] = dA
     M[..., :N, N] = dB
     E = torch.linalg.matrix_exp(M)  # (... N+1 N+1)

@@ -2,8 +2,8 @@
 
 Conventions follow the S4 authors' reference code (``transition`` and ``rank_correction`` in their
 ``hippo`` module): ``A`` is ``(N, N)``, ``B`` is ``(N,)``, and for each measure there is a low-rank
-``P`` (``(rank, N)``) such that ``A + Pᵀ P`` is normal. Explained in the book's chapter "From ODE
-to S4", section "HiPPO: a state matrix that remembers".
+``P`` (``(rank, N)``) such that ``A + Pᵀ P`` is normal. Explained in the book's chapter *From ODE
+to S4*, section "HiPPO: a state matrix that remembers".
 
 Gu et al., "HiPPO: Recurrent Memory with Optimal Polynomial Projections", NeurIPS 2020
 (arXiv:2008.07669); Gu et al., "How to Train Your HiPPO", ICLR 2023 (arXiv:2206.12037).
@@ -37,6 +37,7 @@ def transition(measure: str, N: int) -> tuple[torch.Tensor, torch.Tensor]:
       ``B = (1, 0, √2, 0, √2, 0, ...)`` (cosines weighted, sines not).
 
     Returns ``A`` of shape ``(N, N)`` and ``B`` of shape ``(N,)``.
+    Chapter *From ODE to S4*, section "HiPPO: a state matrix that remembers".
     """
     _check_size(measure, N)
     q = np.arange(N, dtype=np.float64)
@@ -80,6 +81,7 @@ def rank_correction(measure: str, N: int) -> torch.Tensor:
     """The low-rank ``P`` (``(rank, N)``, float64) that makes ``A + Pᵀ P`` normal.
 
     Rank 1 for ``legs``, ``lagt`` and ``fout``; rank 2 for ``legt``.
+    Chapter *From ODE to S4*, section "HiPPO: a state matrix that remembers".
     """
     _check_size(measure, N)
     q = np.arange(N, dtype=np.float64)
@@ -103,7 +105,8 @@ def nplr(measure: str, N: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     eigenvalues of the Hermitian ``-iS`` (computed by ``eigh``, hence ``V`` exactly unitary).
 
     Returns ``w`` ``(N,)``, ``P`` ``(rank, N)`` and ``B`` ``(N,)`` expressed in the eigenbasis
-    (``P ← Vᴴ P``, ``B ← Vᴴ B``), and ``V`` ``(N, N)``.
+    (``P ← Vᴴ P``, ``B ← Vᴴ B``), and ``V`` ``(N, N)``. Chapter *From ODE to S4*, sections
+    "HiPPO: a state matrix that remembers" and "Computing the kernel fast: the S4 algorithm".
     """
     A, B = transition(measure, N)
     P = rank_correction(measure, N)
@@ -127,6 +130,7 @@ def legs_memory(u: torch.Tensor, N: int) -> torch.Tensor:
     ``(I - A/(2k)) x_k = (I + A/(2k)) x_{k-1} + (B/k) u_k``, a triangular solve since LegS's
     ``A`` is lower triangular. ``u``: ``(L,)`` real. Returns the states ``(L, N)``, float64, on
     ``u``'s device.
+    Chapter *From ODE to S4*, section "HiPPO: a state matrix that remembers".
     """
     _checks.tensor("u", u, complex_ok=False)
     _checks.one_device(u=u)
@@ -152,6 +156,7 @@ def legs_reconstruct(x: torch.Tensor, num: int) -> torch.Tensor:
 
     ``f(s·t) ≈ Σ_n x_n sqrt(2n+1) P_n(2s - 1)`` for ``s ∈ [0, 1]`` (``s = 1`` is the present).
     ``x``: ``(..., N)``. Returns ``(..., num)``, float64.
+    Chapter *From ODE to S4*, section "HiPPO: a state matrix that remembers".
     """
     _checks.tensor("x", x, complex_ok=False)
     _checks.one_device(x=x)

@@ -5,8 +5,8 @@
   function at the roots of unity, Woodbury identity, Cauchy kernel, inverse FFT).
 - :func:`s4d_kernel`: S4D's Vandermonde product for a diagonal ``A``.
 
-Explained in the book's chapter "From ODE to S4" (the power series and S4's algorithm) and in
-"Making SSMs fast" (the S4D kernel as a Vandermonde product). Dimension letters: H channels,
+Explained in the book's chapter *From ODE to S4* (the power series and S4's algorithm) and in
+*Making SSMs fast* (the S4D kernel as a Vandermonde product). Dimension letters: H channels,
 N state size, L length, r rank of the low-rank term; ``(...)`` batch dimensions.
 """
 
@@ -31,7 +31,7 @@ def ssm_kernel(
 ) -> torch.Tensor:
     """``K[..., l] = C Ā^l B̄`` for ``l = 0..L-1``, by repeated multiplication: ``O(N² L)``.
 
-    The definition of the convolution kernel (chapter "From ODE to S4", section "Two views of
+    The definition of the convolution kernel (chapter *From ODE to S4*, section "Two views of
     one model: recurrent and convolutional").
 
     Args:
@@ -80,7 +80,7 @@ def s4_kernel(
     follows from the Woodbury identity:
     ``K̂ = k₀₀ - k₀₁ s (I + s k₁₁)⁻¹ k₁₀`` with ``s = (1+ω)/2`` and
     ``k_ab(ω) = Σ_n a_n b_n R_n(ω)`` for ``(a, b) ∈ {C̃, P̄} × {B, P}``. Finally
-    ``K = iFFT(K̂)``. Explained in the chapter "From ODE to S4", section "Computing the kernel
+    ``K = iFFT(K̂)``. Explained in the chapter *From ODE to S4*, section "Computing the kernel
     fast: the S4 algorithm".
 
     Args:
@@ -168,7 +168,7 @@ def s4d_kernel(
     ``V_L(Ā)[n, l] = Ā_n^l``). ``(Ā, B̄)`` come from :func:`ssm.discretize`; the product is
     :func:`ssm.ops.vandermonde.vandermonde` on ``v = C ∘ B̄`` and ``x = log Ā`` (``ΔA`` for ZOH):
     its fused Triton kernel on a GPU, the reference on the CPU and in float64. Explained in the
-    chapter "Making SSMs fast", section "Diagonal kernels: the Vandermonde and Cauchy products".
+    chapter *Making SSMs fast*, section "Diagonal kernels: the Vandermonde and Cauchy products".
 
     Args:
         A: diagonal state matrix ``(H, N)`` complex (any leading dims ``(...)``).

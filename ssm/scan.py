@@ -1,6 +1,6 @@
 """The recurrent view of a discrete SSM: ``x_k = Ā x_{k-1} + B̄ u_k``, ``y_k = C x_k + D u_k``.
 
-Explained in the book's chapter "From ODE to S4", section "Two views of one model: recurrent and
+Explained in the book's chapter *From ODE to S4*, section "Two views of one model: recurrent and
 convolutional". Dimension letters: L length, N state size; ``(...)`` batch dimensions.
 """
 
@@ -36,6 +36,9 @@ def recurrence(
 
     Returns:
         ``y`` ``(..., L)`` (and the last state), in the promoted dtype of the inputs.
+
+    Explained in the chapter *From ODE to S4*, section "Two views of one model: recurrent and
+    convolutional".
     """
     Ab, Bb, C, u = (_checks.tensor(n, t) for n, t in (("Ab", Ab), ("Bb", Bb), ("C", C), ("u", u)))
     x0 = None if x0 is None else _checks.tensor("x0", x0)

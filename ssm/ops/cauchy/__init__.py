@@ -2,8 +2,8 @@
 
 :func:`cauchy` picks the Triton kernel on CUDA tensors and the PyTorch reference otherwise
 (:mod:`ssm.ops.dispatch`). Derivation of the fused form and of the gradients: ``README.md`` in
-this folder; explained in the book's chapter "Making SSMs fast", section "Diagonal kernels: the
-Vandermonde and Cauchy products" (and its use by S4 in "From ODE to S4"). Dimension letters:
+this folder; explained in the book's chapter *Making SSMs fast*, section "Diagonal kernels: the
+Vandermonde and Cauchy products" (and its use by S4 in *From ODE to S4*). Dimension letters:
 H rows, N poles (one of each conjugate pair), L points.
 """
 
@@ -37,6 +37,9 @@ def cauchy(
     Returns:
         ``(H, L)`` complex (the promoted dtype of the inputs), differentiable in ``v``, ``z``
         and ``w``.
+
+    Explained in the chapter *Making SSMs fast*, section "Diagonal kernels: the Vandermonde and
+    Cauchy products".
     """
     v, z, w = (_checks.tensor(n, t) for n, t in (("v", v), ("z", z), ("w", w)))
     for name, t, ndim, shape in (("v", v, 2, "(H, N)"), ("w", w, 2, "(H, N)"), ("z", z, 1, "(L,)")):

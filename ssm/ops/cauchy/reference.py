@@ -9,7 +9,7 @@ each pair is stored and
     out[h, l] = Σ_n  v[h, n] / (z[l] - w[h, n])  +  conj(v[h, n]) / (z[l] - conj(w[h, n])).
 
 Dimension letters: H channels (any batch of independent rows), N stored eigenvalues (half of the
-state), L evaluation points. Explained in the book's chapter "Making SSMs fast", section
+state), L evaluation points. Explained in the book's chapter *Making SSMs fast*, section
 "Diagonal kernels: the Vandermonde and Cauchy products".
 """
 

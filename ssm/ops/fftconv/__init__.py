@@ -4,7 +4,7 @@
 kernel's transform once for repeated calls) for long kernels, and for short kernels
 (``L_k ≤ 64``) a Triton direct convolution with the skip term fused, on CUDA tensors
 (:mod:`ssm.ops.dispatch`). Where each path pays off, with measurements: ``README.md`` in this
-folder. Explained in the book's chapter "Making SSMs fast", section "Long convolutions and
+folder. Explained in the book's chapter *Making SSMs fast*, section "Long convolutions and
 decoding". Dimension letters: B batch, H channels, L length, L_k kernel length.
 """
 
@@ -45,6 +45,8 @@ def fftconv(
         ``y`` ``(B, H, L)`` in the promoted dtype of ``u``, ``k`` and ``D`` (float16 and
         bfloat16 inputs are transformed in float32 on the FFT path), differentiable in ``u``,
         ``k`` and ``D``; empty for ``B = 0`` or ``H = 0``.
+
+    Explained in the chapter *Making SSMs fast*, section "Long convolutions and decoding".
     """
     u = _checks.tensor("u", u, complex_ok=False)
     if u.ndim != 3 or u.shape[-1] < 1:

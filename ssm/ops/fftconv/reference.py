@@ -12,7 +12,7 @@ neither the batch nor the input, so a model with a fixed kernel (inference) comp
 place of ``k``.
 
 Dimension letters: B batch, H channels, L length, L_k kernel length. Explained in the book's
-chapter "Making SSMs fast", section "Long convolutions and decoding".
+chapter *Making SSMs fast*, section "Long convolutions and decoding".
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def kernel_fft(k: torch.Tensor, L: int) -> FFTConvKernel:
 
     Returns an :class:`FFTConvKernel` whose ``k_f`` is ``(H, L + 1)`` complex (complex64 for a
     float16 or bfloat16 ``k``), which :func:`ssm.ops.fftconv.fftconv` takes in place of ``k``.
+    Explained in the chapter *Making SSMs fast*, section "Long convolutions and decoding".
     """
     k = _checks.tensor("k", k, complex_ok=False)
     _checks.positive_int("L", L)

@@ -48,6 +48,8 @@ def s4d_step(
 
     Returns:
         ``y_k`` ``(B, H)`` real.
+
+    Explained in the chapter *Making SSMs fast*, section "Long convolutions and decoding".
     """
     state, u = _checks.tensor("state", state), _checks.tensor("u", u, complex_ok=False)
     if not state.is_complex() or state.ndim != 3:
@@ -89,7 +91,8 @@ def s4d_prefill(
     underflowed to 0: :func:`~ssm.ops.vandermonde.log_eigenvalues`); ``state`` ``(B, H, N)`` is
     ``x_{L-1} = Σ_j Ā^{L-1-j} B̄ u_j``, the transposed product of the reversed input. Feeding
     ``state`` to :func:`s4d_step` continues the sequence. Arguments as in :func:`s4d_step`,
-    with ``u`` ``(B, H, L)``.
+    with ``u`` ``(B, H, L)``. Explained in the chapter *Making SSMs fast*, section "Long
+    convolutions and decoding".
     """
     u = _checks.tensor("u", u, complex_ok=False)
     if u.ndim != 3 or u.shape[-1] < 1:

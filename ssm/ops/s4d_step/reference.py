@@ -9,7 +9,7 @@ which is the convolution with ``K[l] = 2 Re(Σ_n C_n B̄_n Ā_n^l)`` (:func:`ssm
 unrolled. The state after a prompt ``u_0 .. u_{L-1}`` is ``x_{L-1} = Σ_j Ā^{L-1-j} B̄ u_j``.
 
 Dimension letters: B batch, H channels, N state size (complex). Explained in the book's chapter
-"Making SSMs fast", section "Long convolutions and decoding".
+*Making SSMs fast*, section "Long convolutions and decoding".
 """
 
 from __future__ import annotations

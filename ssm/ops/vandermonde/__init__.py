@@ -3,8 +3,8 @@
 The kernel of S4D (``x = ΔA``, ``v = C ∘ B̄``), DSS and Mega's EMA. :func:`vandermonde` picks the
 Triton kernel on CUDA tensors and the PyTorch reference otherwise (:mod:`ssm.ops.dispatch`);
 :func:`vandermonde_blocked` is the two-level matmul formulation in PyTorch. Derivation of the
-kernel and its gradients: ``README.md`` in this folder; explained in the book's chapter "Making
-SSMs fast", section "Diagonal kernels: the Vandermonde and Cauchy products". Dimension letters:
+kernel and its gradients: ``README.md`` in this folder; explained in the book's chapter *Making
+SSMs fast*, section "Diagonal kernels: the Vandermonde and Cauchy products". Dimension letters:
 H channels, N state size (one of each conjugate pair), L length.
 """
 
@@ -44,6 +44,9 @@ def vandermonde(v: torch.Tensor, x: torch.Tensor, L: int, *, backend: str | None
     Returns:
         ``K`` ``(H, L)`` real (float32 from the Triton kernel), differentiable in ``v`` and
         ``x``; zero for ``N = 0``.
+
+    Explained in the chapter *Making SSMs fast*, section "Diagonal kernels: the Vandermonde and
+    Cauchy products".
     """
     v, x = _checks.tensor("v", v), _checks.tensor("x", x)
     for name, t in (("v", v), ("x", x)):
@@ -75,6 +78,9 @@ def vandermonde_transpose(
     after ``L`` steps (``g`` the input reversed in time). ``g`` ``(..., H, L)`` real, ``x``
     ``(H, N)`` complex; returns ``(..., H, N)`` complex in the promoted dtype (complex64 from the
     Triton kernel). Not differentiable on the Triton path.
+
+    Explained in the chapter *Making SSMs fast*, section "Diagonal kernels: the Vandermonde and
+    Cauchy products".
     """
     g, x = _checks.tensor("g", g, complex_ok=False), _checks.tensor("x", x)
     if not x.is_complex() or x.ndim != 2:

@@ -12,7 +12,7 @@ Vandermonde matrix ``V[n, l] = Ā_n^l``. DSS and Mega's EMA use the same product
 Dimension letters: H channels, N state size (one of each conjugate pair), L length.
 ``x`` and ``v`` are complex ``(H, N)``; the kernel is real ``(H, L)``.
 
-Explained in the book's chapter "Making SSMs fast", section "Diagonal kernels: the Vandermonde
+Explained in the book's chapter *Making SSMs fast*, section "Diagonal kernels: the Vandermonde
 and Cauchy products".
 """
 
@@ -33,6 +33,8 @@ def log_eigenvalues(Ab: torch.Tensor) -> torch.Tensor:
     where ``Ā = 0`` (a decay that underflowed, e.g. ``exp(ΔA)`` at a large step ``Δ``).
 
     ``Ab`` ``(H, N)`` complex; returns ``(H, N)`` complex, the input of :func:`vandermonde_ref`.
+    Used by :func:`ssm.s4d_kernel` and :func:`ssm.ops.s4d_step.s4d_prefill` (chapter *Making SSMs
+    fast*).
     """
     zero = Ab == 0
     return torch.where(zero, LOG_ZERO, torch.log(torch.where(zero, 1, Ab)))  # (H N)
