@@ -45,17 +45,6 @@ def _grouped_bc(
         )
 
 
-def _nonempty(name: str, x: torch.Tensor, letters: str) -> None:
-    """Every dimension of ``x`` (named by ``letters``) is at least 1: an empty batch, channel
-    axis, state or sequence is refused rather than half-supported."""
-    for letter, size in zip(letters.split(", "), x.shape, strict=True):
-        if size < 1:
-            raise ValueError(
-                f"{name} has shape {tuple(x.shape)} ({letters}) with {letter} = 0; "
-                f"{letter} must be at least 1"
-            )
-
-
 def _check_scan(u, delta, A, B, C, D, z, delta_bias) -> None:
     _checks.real("u", u)
     if u.ndim != 3:
@@ -74,8 +63,8 @@ def _check_scan(u, delta, A, B, C, D, z, delta_bias) -> None:
     _checks.real("z", z, (batch, dim, length), "like u")
     _checks.real("delta_bias", delta_bias, (dim,), "one bias per channel")
     _checks.one_device(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
-    _nonempty("u", u, "batch, dim, L")
-    _nonempty("A", A, "dim, N")
+    _checks.nonempty("u", u, "batch, dim, L")
+    _checks.nonempty("A", A, "dim, N")
 
 
 def _probe_scan(device: torch.device) -> None:
@@ -172,17 +161,8 @@ def _check_step(state, x, dt, A, B, C, D, z, dt_bias) -> None:
     _checks.real("z", z, (batch, dim), "like x")
     _checks.real("dt_bias", dt_bias, (dim,), "one bias per channel")
     _checks.one_device(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
-    _nonempty("state", state, "batch, dim, N")
-    _in_place("state", state)
-
-
-def _in_place(name: str, state: torch.Tensor) -> None:
-    """``state`` is updated in place, so no two of its elements may share memory."""
-    if any(st == 0 and n > 1 for st, n in zip(state.stride(), state.shape, strict=True)):
-        raise ValueError(
-            f"{name} is updated in place but is an expanded view (strides {state.stride()}, "
-            f"shape {tuple(state.shape)}); pass a tensor that owns its elements (.clone())"
-        )
+    _checks.nonempty("state", state, "batch, dim, N")
+    _checks.in_place("state", state)
 
 
 def _probe_step(device: torch.device) -> None:

@@ -31,7 +31,7 @@ import triton.language as tl
 
 from ..common import contiguous
 from ..dispatch import deterministic
-from ..triton_common import THRESHOLD, softplus
+from ..triton_common import softplus, softplus_grad
 
 # Knobs, measured on an H100 (see the README). CHUNK: steps per tile, and between two states
 # saved for the backward (a power of 2). *_BLOCK_D: channels per program (at most); *_WARPS:
@@ -249,7 +249,7 @@ def _bwd_kernel(
             dz = dz_in * y * sig * (1.0 + z * (1.0 - sig))
             tl.store(dz_ptr + grad_row + t[None, :], dz.to(dz_ptr.dtype.element_ty), mask=dt_mask)
         if SOFTPLUS:  # d softplus / dx: sigmoid, exactly 1 above the threshold
-            ddt = ddt * tl.where(pre <= THRESHOLD, tl.sigmoid(pre), 1.0)
+            ddt = ddt * softplus_grad(pre)
         ddt = tl.where(dt_mask, ddt, 0.0)
         dbias_acc += tl.sum(ddt, axis=1)
         tl.store(du_ptr + grad_row + t[None, :], du.to(du_ptr.dtype.element_ty), mask=dt_mask)

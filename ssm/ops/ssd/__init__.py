@@ -15,7 +15,6 @@ import torch
 
 from ... import _checks
 from ..dispatch import choose
-from ..selective_scan import _in_place, _nonempty
 from .reference import (
     ssd_chunked,
     ssd_quadratic,
@@ -154,8 +153,8 @@ def _check_ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states) -> Non
     _checks.one_device(
         x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states
     )
-    _nonempty("x", x, "B, L, H, P")
-    _nonempty("B", B, "B, L, G, N")
+    _checks.nonempty("x", x, "B, L, H, P")
+    _checks.nonempty("B", B, "B, L, G, N")
 
 
 def _check_update(state, x, dt, A, B, C, D, z, dt_bias) -> None:
@@ -177,8 +176,8 @@ def _check_update(state, x, dt, A, B, C, D, z, dt_bias) -> None:
     _checks.real("z", z, tuple(x.shape), "(B, H, P), like x")
     _checks.real("dt_bias", dt_bias, (heads,), "(H,)")
     _checks.one_device(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
-    _nonempty("state", state, "B, H, P, N")
-    _in_place("state", state)
+    _checks.nonempty("state", state, "B, H, P, N")
+    _checks.in_place("state", state)
 
 
 def _probe_inputs(device: torch.device, length: int) -> dict[str, torch.Tensor]:
