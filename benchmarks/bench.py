@@ -34,7 +34,6 @@ from anchors import (
     import_mamba_submodules,
     import_mambapy_pscan,
 )
-from gpu_common import copy_bandwidth
 from triton.testing import do_bench
 
 from ssm.ops.cauchy import cauchy, cauchy_ref
@@ -69,6 +68,15 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
         a, b = (torch.view_as_real(t.detach().to(torch.complex128)) for t in (a, b))
     a, b = a.detach().double(), b.detach().double()
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def copy_bandwidth() -> dict[str, float]:
+    """Device-to-device copy of 1 GiB, counting bytes read plus bytes written."""
+    x = torch.randn(2**28, device="cuda")
+    y = torch.empty_like(x)
+    ms = median_ms(lambda: y.copy_(x))
+    moved = 2 * x.numel() * 4
+    return {"bytes": moved, "ms": ms, "TB_per_s": moved / ms / 1e9}
 
 
 def peak_extra_bytes(fn: Callable[[], object]) -> int:
