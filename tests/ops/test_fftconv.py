@@ -295,6 +295,8 @@ def bad_calls():
     meta = torch.device("meta")
     return [
         pytest.param(lambda: fftconv(u[0], k), "u must have shape", id="2d-u"),
+        pytest.param(lambda: fftconv(u[..., :0], k), "L >= 1", id="L0"),
+        pytest.param(lambda: fftconv(u, k[:, :0]), "k must have shape", id="Lk0"),
         pytest.param(lambda: fftconv(u, k[:2]), "k must have shape", id="k-channels"),
         pytest.param(lambda: fftconv(u, k[0]), "k must have shape", id="1d-k"),
         pytest.param(lambda: fftconv(u, k, D[:2]), "D must be", id="D-shape"),

@@ -357,6 +357,9 @@ def bad_calls():
         ),
         pytest.param(lambda: s4d_prefill(u, Ab, Bb, C), "u must have shape", id="prefill-u"),
         pytest.param(
+            lambda: s4d_prefill(u[..., None][..., :0], Ab, Bb, C), "L >= 1", id="prefill-L0"
+        ),
+        pytest.param(
             lambda: s4d_prefill(u[..., None], Ab[0], Bb, C), "Ab must have shape", id="prefill-Ab"
         ),
         pytest.param(
