@@ -242,11 +242,16 @@ def slope_guide(
     *,
     label: str | None = None,
     color: str = "0.4",
+    ls: str = ":",
 ) -> None:
-    """Draw the reference line ``y = c·x^order`` through the point ``through`` on a log-log axis."""
+    """Draw the reference line ``y = c·x^order`` through the point ``through`` on a log-log axis.
+
+    Two guides on one axis need different ``ls`` (and a ``label`` each), so that they can be told
+    apart without relying on a shade of grey.
+    """
     x = np.asarray(x, dtype=float)
     x0, y0 = through
-    ax.plot(x, y0 * (x / x0) ** order, ls=":", lw=1.2, color=color, label=label)
+    ax.plot(x, y0 * (x / x0) ** order, ls=ls, lw=1.2, color=color, label=label)
 
 
 def fit_loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:

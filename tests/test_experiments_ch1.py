@@ -196,6 +196,18 @@ def test_discretization_plots(disc):
     check_figure(discretization.plot(disc), 3, min_lines=4)
 
 
+def test_guide_lines_are_told_apart(disc):
+    """Two slope guides on one panel differ in line style (not only in a shade of grey), and
+    the legend names each."""
+    fig = discretization.plot_convergence(disc)
+    for ax in fig.axes:
+        guides = [line for line in ax.get_lines() if line.get_label().startswith("$\\propto")]
+        assert len(guides) == 2
+        assert guides[0].get_linestyle() != guides[1].get_linestyle()
+    names = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {g.get_label() for g in guides} <= set(names)
+
+
 # --- views ------------------------------------------------------------------------------------
 
 
@@ -247,6 +259,12 @@ def test_stored_views_timings_show_what_figure_5_says():
     assert max(t["fft_conv"]) < 1e-3
     ratio = np.asarray(t["ssm_kernel"]) / np.asarray(t["recurrence"])
     assert (ratio > 0.3).all() and (ratio < 1).all()  # "about half the recurrence's time"
+
+
+def test_views_timing_guides_are_told_apart(vw):
+    ax = views.plot_timings(vw).axes[0]
+    guides = [line for line in ax.get_lines() if line.get_label().startswith("$\\propto")]
+    assert len(guides) == 2 and guides[0].get_linestyle() != guides[1].get_linestyle()
 
 
 def test_views_plots(vw):

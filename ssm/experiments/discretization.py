@@ -254,7 +254,7 @@ def plot_convergence(results: dict[str, Any]):
                 (f"slope {s:.1f}" if s is not None else "round-off only", plotting.METHOD_COLORS[m])
             )
         plotting.slope_guide(ax, dts, 1, (dts[0], 3.0), label="$\\propto \\Delta$")
-        plotting.slope_guide(ax, dts, 2, (dts[0], 0.1), label="$\\propto \\Delta^2$", color="0.65")
+        plotting.slope_guide(ax, dts, 2, (dts[0], 0.1), label="$\\propto \\Delta^2$", ls="--")
         for i, (text, color) in enumerate(notes):
             ax.text(
                 0.97,
