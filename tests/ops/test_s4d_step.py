@@ -353,6 +353,9 @@ def bad_calls():
         pytest.param(lambda: s4d_step(x, u, Ab, Bb, C, backend="x"), "backend", id="backend"),
         pytest.param(lambda: s4d_step(x.to(meta), u, Ab, Bb, C), "state is a meta", id="meta"),
         pytest.param(
+            lambda: s4d_step(x[:, :, :1].expand_as(x), u, Ab, Bb, C), "expanded", id="expanded"
+        ),
+        pytest.param(
             lambda: s4d_step(x, u, Ab, Bb, C.to(meta), backend="triton"), "C is a", id="meta-C"
         ),
         pytest.param(lambda: s4d_prefill(u, Ab, Bb, C), "u must have shape", id="prefill-u"),

@@ -35,9 +35,10 @@ def s4d_step(
 ) -> torch.Tensor:
     """``x_k = Ā x_{k-1} + B̄ u_k`` (``state`` updated in place), ``y_k = 2 Re(C x_k) + D u_k``.
 
-    Inference only: no gradient flows through the in-place update. Any layout of ``state``
-    works, a ``conj()`` view included; the Triton kernel updates a dense complex64 ``state`` in
-    place directly and any other one through a dense copy written back.
+    Inference only: no gradient flows through the in-place update. Any layout of ``state`` that
+    owns its elements works, a ``conj()`` view included (an expanded view is refused); the
+    Triton kernel updates a dense complex64 ``state`` in place directly and any other one
+    through a dense copy written back.
 
     Args:
         state: ``(B, H, N)`` complex ``x_{k-1}``, overwritten with ``x_k``.
@@ -57,6 +58,7 @@ def s4d_step(
             f"state must be a complex tensor of shape (B, H, N), "
             f"got {state.dtype} of shape {tuple(state.shape)}"
         )
+    _checks.in_place("state", state)
     B, H, N = state.shape
     Ab, Bb, C, D = _parameters(H, N, Ab, Bb, C, D)
     if u.shape != (B, H):
