@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import plotting
 from ._common import check_profile
-from ._results import REPO_ROOT
+from ._results import data_path
 
 OURS = "ssm (Triton)"
 PROVENANCE = ("device", "torch", "triton", "cuda", "date", "commit", "timer", "copy_bandwidth_GBps")
@@ -88,8 +88,7 @@ def config(profile: str = "ci") -> dict[str, Any]:
 
 
 def _bench_dir(cfg: dict[str, Any]) -> Path:
-    path = Path(cfg["bench_dir"])
-    return path if path.is_absolute() else REPO_ROOT / path
+    return data_path(Path(cfg["bench_dir"]))
 
 
 def _variants(cases: list[dict[str, Any]]) -> list[str]:
