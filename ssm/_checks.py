@@ -7,7 +7,8 @@ from collections.abc import Iterable
 
 import torch
 
-FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+HALF = (torch.float16, torch.bfloat16)  # computed in float32 by the functional core
+FLOATING = (*HALF, torch.float32, torch.float64)
 COMPLEX = (torch.complex64, torch.complex128)
 
 
@@ -47,6 +48,8 @@ def positive_step(name: str, dt: object, like: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"{name} must be a positive float or a real tensor, got {dt!r}")
     if not bool(torch.all(step > 0)):
         raise ValueError(f"{name} must be > 0 everywhere, got min {float(step.min()):.3g}")
+    if not bool(torch.isfinite(step).all()):
+        raise ValueError(f"{name} must be finite, got max {float(step.max()):.3g}")
     return step
 
 
@@ -119,3 +122,27 @@ def in_place(name: str, state: torch.Tensor) -> None:
             f"{name} is updated in place but is an expanded view (strides {state.stride()}, "
             f"shape {tuple(state.shape)}); pass a tensor that owns its elements (.clone())"
         )
+
+
+def batch_shape(**shapes: tuple[int, ...]) -> torch.Size:
+    """The broadcast of the named batch shapes, or a ``ValueError`` that lists them (the
+    functional core's check that its arguments' batch dims fit together)."""
+    try:
+        return torch.broadcast_shapes(*shapes.values())
+    except RuntimeError:
+        listed = ", ".join(f"{name} {tuple(shape)}" for name, shape in shapes.items())
+        raise ValueError(f"the batch dims must broadcast, got {listed}") from None
+
+
+def fits(shape: tuple[int, ...], batch: tuple[int, ...]) -> bool:
+    """Whether ``shape`` broadcasts to ``batch`` without enlarging it (a skip term ``D``)."""
+    return broadcasts(shape, batch) and torch.broadcast_shapes(shape, batch) == batch
+
+
+def broadcasts(*shapes: tuple[int, ...]) -> bool:
+    """Whether the shapes broadcast together."""
+    try:
+        torch.broadcast_shapes(*shapes)
+    except RuntimeError:
+        return False
+    return True

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from . import _checks
-from .discretize import HALF, batch_shape, fits
 
 
 def causal_conv(u: torch.Tensor, K: torch.Tensor, D: torch.Tensor | float | None = None):
@@ -67,19 +66,19 @@ def _inputs(u: object, K: object, D: object):
     for name, x in (("u", u), ("K", K)):
         if x.ndim < 1 or x.shape[-1] < 1:
             raise ValueError(f"{name} must have shape (..., L) with L >= 1, got {tuple(x.shape)}")
-    batch = batch_shape(u=u.shape[:-1], K=K.shape[:-1])
+    batch = _checks.batch_shape(u=u.shape[:-1], K=K.shape[:-1])
     dtype = _checks.common_dtype(u, K)
     if isinstance(D, torch.Tensor):
         D = _checks.tensor("D", D)
         dtype = _checks.common_dtype(u, K, D)
-        if not fits(D.shape, batch):
+        if not _checks.fits(D.shape, batch):
             raise ValueError(
                 f"D must be a scalar or broadcast to the batch dims {tuple(batch)} of u and K, "
                 f"got shape {tuple(D.shape)}"
             )
     elif D is not None and (isinstance(D, bool) or not isinstance(D, (int, float, complex))):
         raise ValueError(f"D must be None, a number or a tensor, got {D!r}")
-    work = torch.float32 if dtype in HALF else dtype
+    work = torch.float32 if dtype in _checks.HALF else dtype
     return u.to(work), K.to(work), D if not isinstance(D, torch.Tensor) else D.to(work), dtype
 
 

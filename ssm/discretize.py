@@ -24,7 +24,6 @@ from . import _checks
 METHODS = ("zoh", "bilinear", "euler", "backward_euler")
 # Half precision has no matrix exponential or LU solve on the CPU, and too few digits for them
 # anywhere: inputs in these dtypes are discretized in float32 and returned in their own dtype.
-HALF = (torch.float16, torch.bfloat16)
 
 
 def discretize(
@@ -60,13 +59,11 @@ def discretize(
     diagonal = A.ndim == 1 if diagonal is None else diagonal
     N = A.shape[-1] if diagonal else _checks.square("A", A)
     _checks.last_dim("B", B, N, "the state size N of A")
-    batch = batch_shape(A=A.shape[: -1 if diagonal else -2], B=B.shape[:-1])
+    batch = _checks.batch_shape(A=A.shape[: -1 if diagonal else -2], B=B.shape[:-1])
     dtype = _checks.common_dtype(A, B)
-    work = torch.promote_types(dtype, torch.float32) if dtype in HALF else dtype
+    work = torch.promote_types(dtype, torch.float32) if dtype in _checks.HALF else dtype
     step = _checks.positive_step("dt", dt, A)
-    if not bool(torch.isfinite(step).all()):
-        raise ValueError(f"dt must be finite, got max {float(step.max()):.3g}")
-    if not _broadcasts(step.shape, batch):
+    if not _checks.broadcasts(step.shape, batch):
         raise ValueError(
             f"dt must be a float or a tensor that broadcasts with the batch dims {tuple(batch)} "
             f"of A and B, got shape {tuple(step.shape)}"
@@ -78,29 +75,6 @@ def discretize(
     else:
         Ab, Bb = _dense(A, B, step[..., None, None], method)
     return Ab.to(dtype), Bb.to(dtype)
-
-
-def batch_shape(**shapes: tuple[int, ...]) -> torch.Size:
-    """The broadcast of the named batch shapes, or a ``ValueError`` that lists them (the
-    functional core's check that its arguments' batch dims fit together)."""
-    try:
-        return torch.broadcast_shapes(*shapes.values())
-    except RuntimeError:
-        listed = ", ".join(f"{name} {tuple(shape)}" for name, shape in shapes.items())
-        raise ValueError(f"the batch dims must broadcast, got {listed}") from None
-
-
-def fits(shape: tuple[int, ...], batch: tuple[int, ...]) -> bool:
-    """Whether ``shape`` broadcasts to ``batch`` without enlarging it (a skip term ``D``)."""
-    return _broadcasts(shape, batch) and torch.broadcast_shapes(shape, batch) == batch
-
-
-def _broadcasts(*shapes: tuple[int, ...]) -> bool:
-    try:
-        torch.broadcast_shapes(*shapes)
-    except RuntimeError:
-        return False
-    return True
 
 
 def _diagonal(A: torch.Tensor, B: torch.Tensor, dt: torch.Tensor, method: str):

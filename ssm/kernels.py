@@ -17,7 +17,7 @@ import math
 import torch
 
 from . import _checks
-from .discretize import batch_shape, discretize
+from .discretize import discretize
 from .ops.vandermonde import log_eigenvalues, vandermonde
 
 
@@ -49,7 +49,7 @@ def ssm_kernel(
     N = Ab.shape[-1] if diagonal else _checks.square("Ab", Ab)
     _checks.last_dim("Bb", Bb, N, "the state size N of Ab")
     _checks.last_dim("C", C, N, "the state size N of Ab")
-    batch_shape(Ab=Ab.shape[: -1 if diagonal else -2], Bb=Bb.shape[:-1], C=C.shape[:-1])
+    _checks.batch_shape(Ab=Ab.shape[: -1 if diagonal else -2], Bb=Bb.shape[:-1], C=C.shape[:-1])
     dtype = _checks.common_dtype(Ab, Bb, C)
     Ab, v, C = Ab.to(dtype), Bb.to(dtype), C.to(dtype)
     K = []
@@ -103,7 +103,7 @@ def s4_kernel(
         raise ValueError(f"P must have shape (..., r, N) with N={N}, got {tuple(P.shape)}")
     _checks.last_dim("B", B, N, "the state size N of w")
     _checks.last_dim("C", C, N, "the state size N of w")
-    batch_shape(w=w.shape[:-1], P=P.shape[:-2], B=B.shape[:-1], C=C.shape[:-1])
+    _checks.batch_shape(w=w.shape[:-1], P=P.shape[:-2], B=B.shape[:-1], C=C.shape[:-1])
     cdtype = (
         torch.complex128
         if torch.float64 in {t.real.dtype for t in (w, P, B, C)}

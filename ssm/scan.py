@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 
 from . import _checks
-from .discretize import batch_shape, fits
 
 
 def recurrence(
@@ -60,11 +59,11 @@ def recurrence(
         _checks.last_dim("x0", x0, N, "the state size N of Ab")
         shapes["x0"] = x0.shape[:-1]
         inputs.append(x0)
-    batch = batch_shape(**shapes)
+    batch = _checks.batch_shape(**shapes)
     if isinstance(D, torch.Tensor):
         D = _checks.tensor("D", D)
         inputs.append(D)
-        if not fits(D.shape, batch):
+        if not _checks.fits(D.shape, batch):
             raise ValueError(
                 f"D must be a scalar or broadcast to the batch dims {tuple(batch)} of the "
                 f"output, got shape {tuple(D.shape)}"

@@ -32,6 +32,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if not torch.cuda.is_available():
             raise pytest.UsageError("--device cuda: no CUDA device is visible to torch")
         os.environ.pop("TRITON_INTERPRET", None)
+        # the poisoned fixture turns deterministic mode on, where cuBLAS needs a fixed workspace
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     else:
         os.environ["TRITON_INTERPRET"] = "1"
         fix_numpy_loop_bounds()
