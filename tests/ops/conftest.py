@@ -21,3 +21,12 @@ def poisoned():
     yield
     torch.use_deterministic_algorithms(previous)
     torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize each argument that the test module names in ``SIZES = {argument: (small,
+    real)}``: the small sizes everywhere, the real ones added on a GPU (``--device cuda``)."""
+    on_gpu = metafunc.config.getoption("--device") == "cuda"
+    for argument, (small, real) in getattr(metafunc.module, "SIZES", {}).items():
+        if argument in metafunc.fixturenames:
+            metafunc.parametrize(argument, small + (real if on_gpu else []))

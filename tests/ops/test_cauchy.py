@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from layouts import LAYOUTS
 
 import ssm
 from ssm.ops import dispatch
@@ -64,10 +65,7 @@ GPU_SHAPES = [
 ]
 
 
-def pytest_generate_tests(metafunc):
-    if "shape" in metafunc.fixturenames:
-        gpu = metafunc.config.getoption("--device") == "cuda"
-        metafunc.parametrize("shape", SHAPES + (GPU_SHAPES if gpu else []))
+SIZES = {"shape": (SHAPES, GPU_SHAPES)}  # parametrized by tests/ops/conftest.py
 
 
 # ---------------------------------------------------------------- references (float64)
@@ -204,13 +202,6 @@ def test_auto_runs_the_kernel_on_a_gpu(device, on_gpu):
 
 
 BACKENDS = ["reference", "triton"]
-# Layouts the kernels must not read wrong through raw pointers, each with the values of ``t``:
-LAYOUTS = {
-    "strided": lambda t: torch.stack([t, t], -1)[..., 0],  # stride 2
-    "transposed": lambda t: t.mT.contiguous().mT if t.ndim > 1 else t,  # column-major
-    "expanded": lambda t: t[..., :1].expand_as(t),  # stride 0 (the values of the first column)
-    "conj": lambda t: t.conj().resolve_conj().conj(),  # the lazy conjugate bit
-}
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))

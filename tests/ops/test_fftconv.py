@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from layouts import LAYOUTS
 
 import ssm
 from ssm.ops import dispatch
@@ -44,10 +45,7 @@ GPU_SHAPES = [
 ]
 
 
-def pytest_generate_tests(metafunc):
-    if "shape" in metafunc.fixturenames:
-        gpu = metafunc.config.getoption("--device") == "cuda"
-        metafunc.parametrize("shape", SHAPES + (GPU_SHAPES if gpu else []))
+SIZES = {"shape": (SHAPES, GPU_SHAPES)}  # parametrized by tests/ops/conftest.py
 
 
 # ---------------------------------------------------------------- references (float64)
@@ -235,20 +233,6 @@ def test_half_precision(dtype, Lk, backend, device):
     assert ((y.double() - want).abs() <= 2 * torch.finfo(dtype).eps * bound).all()
     y_f = fftconv(u, kernel_fft(k, 90), backend="auto")
     assert y_f.dtype == dtype
-
-
-def negated(t):
-    """``t`` as a lazily negated view (the negation bit of ``conj().imag``)."""
-    return torch.complex(torch.zeros_like(t), -t).conj().imag
-
-
-# Layouts the kernels must not read wrong through raw pointers, each with the values of ``t``:
-LAYOUTS = {
-    "strided": lambda t: torch.stack([t, t], -1)[..., 0],  # stride 2
-    "transposed": lambda t: t.mT.contiguous().mT if t.ndim > 1 else t,  # column-major
-    "expanded": lambda t: t[..., :1].expand_as(t),  # stride 0 (the values of the first column)
-    "negated": negated,
-}
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))

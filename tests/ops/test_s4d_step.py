@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from layouts import LAYOUTS
 
 import ssm
 from ssm.ops import dispatch
@@ -71,12 +72,10 @@ GPU_PREFILL_SHAPES = [
 ]
 
 
-def pytest_generate_tests(metafunc):
-    gpu = metafunc.config.getoption("--device") == "cuda"
-    if "step_shape" in metafunc.fixturenames:
-        metafunc.parametrize("step_shape", STEP_SHAPES + (GPU_STEP_SHAPES if gpu else []))
-    if "prefill_shape" in metafunc.fixturenames:
-        metafunc.parametrize("prefill_shape", PREFILL_SHAPES + (GPU_PREFILL_SHAPES if gpu else []))
+SIZES = {  # parametrized by tests/ops/conftest.py
+    "step_shape": (STEP_SHAPES, GPU_STEP_SHAPES),
+    "prefill_shape": (PREFILL_SHAPES, GPU_PREFILL_SHAPES),
+}
 
 
 # ---------------------------------------------------------------- references (float64)
@@ -276,20 +275,6 @@ def test_auto_runs_the_kernel_on_a_gpu(device, on_gpu):
     y_want = (s4d_step_triton if on_gpu else s4d_step_ref)(expected, u, *params)
     torch.testing.assert_close(y, y_want, rtol=0, atol=0)
     torch.testing.assert_close(state, expected, rtol=0, atol=0)
-
-
-def negated(t):
-    """``t`` as a lazily negated view (the negation bit of ``conj().imag``)."""
-    return torch.complex(torch.zeros_like(t), -t).conj().imag
-
-
-# Layouts the kernel must not read wrong through raw pointers, each with the values of ``t``:
-LAYOUTS = {
-    "strided": lambda t: torch.stack([t, t], -1)[..., 0],  # stride 2
-    "transposed": lambda t: t.mT.contiguous().mT,  # column-major
-    "expanded": lambda t: t[..., :1].expand_as(t),  # stride 0 (the values of the first column)
-    "conj": lambda t: t.conj().resolve_conj().conj() if t.is_complex() else negated(t),
-}
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from layouts import LAYOUTS
 
 import ssm
 from ssm.ops import dispatch
@@ -83,10 +84,7 @@ GPU_SHAPES = [
 ]
 
 
-def pytest_generate_tests(metafunc):
-    if "shape" in metafunc.fixturenames:
-        gpu = metafunc.config.getoption("--device") == "cuda"
-        metafunc.parametrize("shape", SHAPES + (GPU_SHAPES if gpu else []))
+SIZES = {"shape": (SHAPES, GPU_SHAPES)}  # parametrized by tests/ops/conftest.py
 
 
 # ---------------------------------------------------------------- references (float64)
@@ -291,20 +289,6 @@ def test_auto_runs_the_kernels_on_a_gpu(device, on_gpu):
     else:
         torch.testing.assert_close(K, vandermonde_ref(v, x, 30), rtol=0, atol=0)
         torch.testing.assert_close(S, vandermonde_transpose_ref(g, x), rtol=0, atol=0)
-
-
-def negated(t):
-    """``t`` as a lazily negated view (the negation bit of ``conj().imag``)."""
-    return torch.complex(torch.zeros_like(t), -t).conj().imag
-
-
-# Layouts the kernels must not read wrong through raw pointers, each with the values of ``t``:
-LAYOUTS = {
-    "strided": lambda t: torch.stack([t, t], -1)[..., 0],  # stride 2
-    "transposed": lambda t: t.mT.contiguous().mT,  # column-major
-    "expanded": lambda t: t[..., :1].expand_as(t),  # stride 0 (the values of the first column)
-    "conj": lambda t: t.conj().resolve_conj().conj() if t.is_complex() else negated(t),
-}
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
