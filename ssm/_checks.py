@@ -146,3 +146,18 @@ def broadcasts(*shapes: tuple[int, ...]) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def skip_term(D: object, batch: tuple[int, ...], of: str) -> torch.Tensor | float | None:
+    """The skip term ``D``: ``None``, a number, or a tensor that broadcasts to ``batch`` (the
+    batch dims ``of`` what) without enlarging the output."""
+    if isinstance(D, torch.Tensor):
+        D = tensor("D", D)
+        if not fits(D.shape, batch):
+            raise ValueError(
+                f"D must be a scalar or broadcast to the batch dims {tuple(batch)} of {of}, "
+                f"got shape {tuple(D.shape)}"
+            )
+    elif D is not None and (isinstance(D, bool) or not isinstance(D, (int, float, complex))):
+        raise ValueError(f"D must be None, a number or a tensor, got {D!r}")
+    return D

@@ -68,16 +68,9 @@ def _inputs(u: object, K: object, D: object):
             raise ValueError(f"{name} must have shape (..., L) with L >= 1, got {tuple(x.shape)}")
     batch = _checks.batch_shape(u=u.shape[:-1], K=K.shape[:-1])
     dtype = _checks.common_dtype(u, K)
+    D = _checks.skip_term(D, batch, "u and K")
     if isinstance(D, torch.Tensor):
-        D = _checks.tensor("D", D)
         dtype = _checks.common_dtype(u, K, D)
-        if not _checks.fits(D.shape, batch):
-            raise ValueError(
-                f"D must be a scalar or broadcast to the batch dims {tuple(batch)} of u and K, "
-                f"got shape {tuple(D.shape)}"
-            )
-    elif D is not None and (isinstance(D, bool) or not isinstance(D, (int, float, complex))):
-        raise ValueError(f"D must be None, a number or a tensor, got {D!r}")
     work = torch.float32 if dtype in _checks.HALF else dtype
     return u.to(work), K.to(work), D if not isinstance(D, torch.Tensor) else D.to(work), dtype
 

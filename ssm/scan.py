@@ -60,16 +60,9 @@ def recurrence(
         shapes["x0"] = x0.shape[:-1]
         inputs.append(x0)
     batch = _checks.batch_shape(**shapes)
+    D = _checks.skip_term(D, batch, "the output")
     if isinstance(D, torch.Tensor):
-        D = _checks.tensor("D", D)
         inputs.append(D)
-        if not _checks.fits(D.shape, batch):
-            raise ValueError(
-                f"D must be a scalar or broadcast to the batch dims {tuple(batch)} of the "
-                f"output, got shape {tuple(D.shape)}"
-            )
-    elif D is not None and (isinstance(D, bool) or not isinstance(D, (int, float, complex))):
-        raise ValueError(f"D must be None, a number or a tensor, got {D!r}")
     dtype = _checks.common_dtype(*inputs)
     Ab, Bb, C, u = Ab.to(dtype), Bb.to(dtype), C.to(dtype), u.to(dtype)
     x = u.new_zeros(*batch, N) if x0 is None else x0.to(dtype).expand(*batch, N)  # (... N)
