@@ -104,17 +104,6 @@ def one_device(**tensors: object) -> torch.device | None:
     return next(iter(devices), None)
 
 
-def nonempty(name: str, x: torch.Tensor, letters: str) -> None:
-    """Every dimension of ``x`` (named by ``letters``) is at least 1: an empty batch, channel
-    axis, state or sequence is refused rather than half-supported."""
-    for letter, size in zip(letters.split(", "), x.shape, strict=True):
-        if size < 1:
-            raise ValueError(
-                f"{name} has shape {tuple(x.shape)} ({letters}) with {letter} = 0; "
-                f"{letter} must be at least 1"
-            )
-
-
 def in_place(name: str, state: torch.Tensor) -> None:
     """``state`` is updated in place, so no two of its elements may share memory."""
     if any(st == 0 and n > 1 for st, n in zip(state.stride(), state.shape, strict=True)):

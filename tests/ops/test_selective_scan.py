@@ -218,22 +218,136 @@ def test_selective_scan_rejects_bad_arguments(device, name, bad, message, backen
         selective_scan(**x, backend=backend)
 
 
-EMPTY_SCAN = [  # (batch, dim, dstate, length, groups): the letter that is 0
-    pytest.param((0, 4, 4, 7, None), "batch = 0", id="batch0"),
-    pytest.param((2, 0, 4, 7, None), "dim = 0", id="dim0"),
-    pytest.param((2, 4, 0, 7, None), "N = 0", id="N0"),
-    pytest.param((2, 4, 4, 0, None), "L = 0", id="L0"),
-    pytest.param((2, 4, 4, 0, 2), "L = 0", id="L0-groups2"),
+BACKEND_PARAMS = [
+    pytest.param("reference", id="reference"),
+    pytest.param("triton", id="triton", marks=pytest.mark.triton),
+]
+
+EMPTY_SCAN = [  # (batch, dim, dstate, length, groups)
+    pytest.param((0, 4, 4, 7, None), id="batch0"),
+    pytest.param((2, 0, 4, 7, None), id="dim0"),
+    pytest.param((2, 0, 4, 7, 2), id="dim0-groups2"),
+    pytest.param((2, 0, 4, 7, 0), id="dim0-groups0"),
+    pytest.param((2, 4, 0, 7, None), id="N0"),
+    pytest.param((2, 4, 0, 7, 2), id="N0-groups2"),
+    pytest.param((2, 4, 4, 0, None), id="L0"),
+    pytest.param((2, 4, 4, 0, 2), id="L0-groups2"),
+]
+EMPTY_OPTS = [
+    pytest.param({"D": True, "z": True, "bias": True}, id="D-z-bias"),
+    pytest.param({"D": True, "z": False, "bias": False}, id="D"),
+    pytest.param({"D": False, "z": False, "bias": False}, id="bare"),
 ]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize(("sizes", "message"), EMPTY_SCAN)
-def test_selective_scan_refuses_empty_dimensions(device, sizes, message, backend):
-    """An empty batch, channel axis, state or sequence: a ValueError naming the dimension (the
-    reference's time loop and the kernels' grids would fail with raw errors)."""
-    batch, dim, dstate, length, groups = sizes
-    x = make_inputs(batch, dim, dstate, length, groups, dtype=torch.float32, device=device)
+def without_state(u, D=None, z=None, **unused):
+    """The scan's output when the state adds nothing: ``D u · silu(z)``, zeros without ``D``."""
+    y = D[:, None] * u if D is not None else 0 * u  # finite inputs: exact zeros
+    return y * F.silu(z) if z is not None else y
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("opts", EMPTY_OPTS)
+@pytest.mark.parametrize("sizes", EMPTY_SCAN)
+def test_selective_scan_empty_dimensions(device, sizes, opts, backend):
+    """An empty batch, channel axis (with or without groups), state or sequence: ``out`` and
+    the last state of the right shapes and dtypes, ``out = D u · silu(z)`` (the general
+    formula without a state), the last state zeros, and the gradients of that formula (zero
+    or empty) for every input."""
+    batch, dim, dstate, length, _ = sizes
+    x = make_inputs(*sizes, **opts, dtype=torch.float32, device=device)
+    leaves = {k: v.clone().requires_grad_() for k, v in x.items() if v is not None}
+    out, last = selective_scan(**leaves, delta_softplus=True, return_last_state=True,
+                               backend=backend)  # fmt: skip
+    assert out.shape == (batch, dim, length) and out.dtype == torch.float32
+    assert last.shape == (batch, dim, dstate) and last.dtype == torch.float32
+    want = without_state(**leaves)
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+    assert torch.equal(last, torch.zeros_like(last))
+    weight = randn(*out.shape, seed=3, dtype=torch.float32, device=device)
+    grads = torch.autograd.grad((out * weight).sum() + last.sum(), list(leaves.values()))
+    want_grads = torch.autograd.grad(
+        (want * weight).sum(), list(leaves.values()), allow_unused=True, materialize_grads=True
+    )
+    for name, got, expected in zip(leaves, grads, want_grads, strict=True):
+        assert got.shape == leaves[name].shape, name
+        torch.testing.assert_close(got, expected, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+def test_no_state_is_the_limit_of_a_state_that_adds_nothing(device, backend):
+    """N = 0 gives what the general path gives with one state that is never read (B = C = 0):
+    ``D u · silu(z)``."""
+    x = make_inputs(dstate=1, dtype=torch.float32, device=device)
+    x["B"], x["C"] = torch.zeros_like(x["B"]), torch.zeros_like(x["C"])
+    silent = selective_scan(**x, delta_softplus=True, backend=backend)
+    empty = {**x, "A": x["A"][:, :0], "B": x["B"][:, :0], "C": x["C"][:, :0]}
+    out = selective_scan(**empty, delta_softplus=True, backend=backend)
+    torch.testing.assert_close(out, silent, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("groups", [None, 2], ids=["B3d", "groups2"])
+def test_empty_prefill_then_decode_equals_full_scan(device, backend, groups):
+    """The last state of an empty sequence is the scan's starting state: decoding every step
+    from it gives the full scan."""
+    x = make_inputs(length=5, groups=groups, dtype=torch.float32, device=device)
+    full = selective_scan(**x, delta_softplus=True, backend=backend)
+    head = {k: v[..., :0] if k in ("u", "delta", "B", "C", "z") else v for k, v in x.items()}
+    out, state = selective_scan(**head, delta_softplus=True, return_last_state=True,
+                                backend=backend)  # fmt: skip
+    assert out.shape == (2, 4, 0)
+    for t in range(5):
+        y = selective_state_update(
+            state, x["u"][..., t], x["delta"][..., t], x["A"], x["B"][..., t], x["C"][..., t],
+            x["D"], x["z"][..., t], x["delta_bias"], dt_softplus=True, backend=backend,
+        )  # fmt: skip
+        torch.testing.assert_close(y, full[..., t], rtol=1e-5, atol=1e-6)
+
+
+EMPTY_DTYPES = [
+    pytest.param("reference", torch.float64, id="reference-fp64"),
+    pytest.param("reference", torch.bfloat16, id="reference-bf16"),
+    pytest.param("triton", torch.float32, id="triton-fp32", marks=pytest.mark.triton),
+    pytest.param("triton", torch.bfloat16, id="triton-bf16", marks=pytest.mark.triton),
+]
+
+
+@pytest.mark.parametrize(("backend", "dtype"), EMPTY_DTYPES)
+@pytest.mark.parametrize("sizes", [(2, 4, 4, 0, None), (2, 4, 0, 3, None)], ids=["L0", "N0"])
+def test_empty_results_have_the_dtypes_of_the_general_path(device, sizes, backend, dtype):
+    """``out`` in ``u``'s dtype and the last state in the dtype the same backend returns for
+    a non-empty call (float32 for half inputs)."""
+    x = make_inputs(*sizes, dtype=dtype, device=device)
+    out, last = selective_scan(**x, return_last_state=True, backend=backend)
+    x = make_inputs(2, 4, 4, 3, dtype=dtype, device=device)
+    want_out, want_last = selective_scan(**x, return_last_state=True, backend=backend)
+    assert (out.dtype, last.dtype) == (want_out.dtype, want_last.dtype)
+    assert last.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+
+
+EMPTY_ARGUMENT_ERRORS = [
+    pytest.param(
+        {"delta": lambda x: x["delta"][..., :-1]},
+        "triton",
+        "delta must have shape",
+        id="delta-shape",
+    ),
+    pytest.param(
+        {"B": lambda x: x["B"][:, None][:, :0]}, "triton", "groups dividing", id="B-0-groups"
+    ),
+    pytest.param({}, "cuda", "backend must be one of", id="unknown-backend"),
+    pytest.param(
+        {"u": lambda x: x["u"].double()}, "triton", "float32 but inputs are", id="fp64-triton"
+    ),
+]
+
+
+@pytest.mark.parametrize(("bad", "backend", "message"), EMPTY_ARGUMENT_ERRORS)
+def test_empty_inputs_keep_the_argument_checks(device, bad, backend, message):
+    """An empty batch is no way around the checks of shapes, backend and dtype."""
+    x = make_inputs(batch=0, dtype=torch.float32, device=device)
+    x |= {name: fn(x) for name, fn in bad.items()}
     with pytest.raises(ValueError, match=message):
         selective_scan(**x, backend=backend)
 
@@ -270,18 +384,27 @@ def test_selective_state_update_rejects_bad_arguments(device, name, bad, message
         selective_state_update(**args, backend=backend)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize(
-    ("sizes", "message"),
-    [
-        pytest.param((0, 4, 3), "batch = 0", id="batch0"),
-        pytest.param((2, 0, 3), "dim = 0", id="dim0"),
-        pytest.param((2, 4, 0), "N = 0", id="N0"),
-    ],
-)
-def test_selective_state_update_refuses_empty_dimensions(device, sizes, message, backend):
-    with pytest.raises(ValueError, match=message):
-        selective_state_update(**step_inputs(*sizes, device=device), backend=backend)
+EMPTY_STEP = [  # (batch, dim, dstate, groups)
+    pytest.param((0, 4, 3, None), id="batch0"),
+    pytest.param((2, 0, 3, None), id="dim0"),
+    pytest.param((2, 0, 3, 0), id="dim0-groups0"),
+    pytest.param((2, 4, 0, None), id="N0"),
+    pytest.param((2, 4, 0, 2), id="N0-groups2"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("sizes", EMPTY_STEP)
+def test_selective_state_update_empty_dimensions(device, sizes, backend):
+    """``y`` ``(B, D)`` = ``D x · silu(z)`` (the step without a state), the state untouched."""
+    batch, dim, dstate, groups = sizes
+    args = step_inputs(batch, dim, dstate, groups, device=device)
+    before = args["state"].clone()
+    y = selective_state_update(**args, dt_softplus=True, backend=backend)
+    assert y.shape == (batch, dim) and y.dtype == torch.float32
+    want = without_state(args["x"][..., None], args["D"], args["z"][..., None])[..., 0]
+    torch.testing.assert_close(y, want, rtol=0, atol=0)
+    assert torch.equal(args["state"], before)
 
 
 def test_float64_policy(device, monkeypatch):

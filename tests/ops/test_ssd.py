@@ -278,26 +278,165 @@ def test_ssd_rejects_bad_arguments(device, name, bad, message, backend):
 
 
 EMPTY_SSD = [  # (batch, length, heads, headdim, groups, nstate)
-    pytest.param((0, 9, 2, 4, 1, 4), "B = 0", id="batch0"),
-    pytest.param((2, 0, 2, 4, 1, 4), "L = 0", id="L0"),
-    pytest.param((2, 9, 0, 4, 1, 4), "H = 0", id="H0"),
-    pytest.param((2, 9, 2, 0, 1, 4), "P = 0", id="P0"),
-    pytest.param((2, 9, 2, 4, 1, 0), "N = 0", id="N0"),
+    pytest.param((0, 9, 2, 4, 1, 4), id="batch0"),
+    pytest.param((2, 0, 2, 4, 1, 4), id="L0"),
+    pytest.param((2, 0, 4, 4, 2, 4), id="L0-groups2"),
+    pytest.param((2, 9, 0, 4, 1, 4), id="H0"),
+    pytest.param((2, 9, 0, 4, 0, 4), id="H0-groups0"),
+    pytest.param((2, 9, 2, 0, 1, 4), id="P0"),
+    pytest.param((2, 9, 2, 4, 1, 0), id="N0"),
+    pytest.param((2, 9, 4, 4, 2, 0), id="N0-groups2"),
+]
+EMPTY_OPTS = [
+    pytest.param({"D": "HP", "z": True, "dt_bias": True, "init": True}, id="D_HP-z-bias-init"),
+    pytest.param({"D": "H"}, id="D_H"),
+    pytest.param({}, id="bare"),
+]
+
+
+def without_state(x, D=None, z=None, **unused):
+    """SSD's output when the state adds nothing: ``D x · silu(z)``, zeros without ``D``."""
+    if D is None:
+        y = 0 * x  # finite inputs: exact zeros
+    else:
+        y = x * (D[:, None] if D.ndim == 1 else D)
+    return y * torch.nn.functional.silu(z) if z is not None else y
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("opts", EMPTY_OPTS)
+@pytest.mark.parametrize("sizes", EMPTY_SSD)
+def test_ssd_empty_dimensions(device, sizes, opts, backend):
+    """Empty batch, sequence, heads (with or without groups), head dim or state: ``out`` and
+    the final state of the right shapes and dtypes, ``out = D x · silu(z)`` (the general
+    formula without a state), the final state ``initial_states`` (zeros without), and the
+    gradients of these formulas (zero or empty) for every input."""
+    batch, length, heads, headdim, _, nstate = sizes
+    inputs = cast(make_inputs(*sizes, **opts, softplus=True, device=device), torch.float32)
+    leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+    out, final = ssd(**leaves, chunk_size=4, dt_softplus=True, return_final_states=True,
+                     backend=backend)  # fmt: skip
+    assert out.shape == (batch, length, heads, headdim) and out.dtype == torch.float32
+    assert final.shape == (batch, heads, headdim, nstate) and final.dtype == torch.float32
+    want_out = without_state(**leaves)
+    want_final = leaves.get("initial_states", torch.zeros_like(final))
+    torch.testing.assert_close(out, want_out, rtol=0, atol=0)
+    torch.testing.assert_close(final, want_final, rtol=0, atol=0)
+    g = torch.Generator().manual_seed(5)
+    w_out = torch.randn(out.shape, generator=g).to(device)
+    w_final = torch.randn(final.shape, generator=g).to(device)
+    grads = torch.autograd.grad(
+        (out * w_out).sum() + (final * w_final).sum(), list(leaves.values())
+    )
+    want_grads = torch.autograd.grad(
+        (want_out * w_out).sum() + (want_final * w_final).sum(),
+        list(leaves.values()),
+        allow_unused=True,
+        materialize_grads=True,
+    )
+    for name, got, expected in zip(leaves, grads, want_grads, strict=True):
+        assert got.shape == leaves[name].shape, name
+        torch.testing.assert_close(got, expected, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ssd_no_state_is_the_limit_of_a_state_that_adds_nothing(device, backend):
+    """N = 0 gives what the general path gives with one state that is never read (C = 0,
+    from a non-zero initial state): ``D x · silu(z)``."""
+    inputs = make_inputs(length=9, heads=2, headdim=4, groups=1, nstate=1, D="HP", z=True,
+                         dt_bias=True, init=True, softplus=True, device=device)  # fmt: skip
+    inputs = cast(inputs, torch.float32)
+    inputs["C"] = torch.zeros_like(inputs["C"])
+    silent = ssd(**inputs, chunk_size=4, dt_softplus=True, backend=backend)
+    empty = {**inputs, "B": inputs["B"][..., :0], "C": inputs["C"][..., :0],
+             "initial_states": inputs["initial_states"][..., :0]}  # fmt: skip
+    out = ssd(**empty, chunk_size=4, dt_softplus=True, backend=backend)
+    torch.testing.assert_close(out, silent, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ssd_empty_sequence_is_the_limit_of_steps_that_do_nothing(device, backend):
+    """L = 0 leaves the initial state as one step with dt = 0 (decay 1, no input) does."""
+    inputs = cast(make_inputs(length=1, D="H", init=True, device=device), torch.float32)
+    inputs["dt"] = torch.zeros_like(inputs["dt"])
+    _, want = ssd(**inputs, chunk_size=4, return_final_states=True, backend=backend)
+    empty = {k: v[:, :0] if k in ("x", "dt", "B", "C") else v for k, v in inputs.items()}
+    out, final = ssd(**empty, chunk_size=4, return_final_states=True, backend=backend)
+    assert out.shape == (2, 0, 4, 8)
+    torch.testing.assert_close(final, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("backend", "dtype"),
+    [
+        pytest.param("reference", torch.float64, id="reference-fp64"),
+        pytest.param("reference", torch.bfloat16, id="reference-bf16"),
+        pytest.param("triton", torch.float32, id="triton-fp32"),
+        pytest.param("triton", torch.float16, id="triton-fp16"),
+    ],
+)
+@pytest.mark.parametrize("init", [False, True], ids=["no-init", "init"])
+@pytest.mark.parametrize("sizes", [(2, 0, 2, 4, 1, 4), (2, 3, 2, 4, 1, 0)], ids=["L0", "N0"])
+def test_ssd_empty_results_have_the_dtypes_of_the_general_path(device, sizes, init, backend,
+                                                               dtype):  # fmt: skip
+    """``out`` in x's dtype and the final state in the dtype the same backend returns for a
+    non-empty call (float32 for half inputs), also with initial states in x's dtype."""
+
+    def call(inputs):
+        return ssd(**cast(inputs, dtype), chunk_size=4, return_final_states=True,
+                   backend=backend)  # fmt: skip
+
+    out, final = call(make_inputs(*sizes, init=init, device=device))
+    want_out, want_final = call(make_inputs(2, 3, 2, 4, 1, 4, init=init, device=device))
+    assert (out.dtype, final.dtype) == (want_out.dtype, want_final.dtype)
+    assert final.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+
+
+EMPTY_UPDATE = [  # (batch, heads, headdim, groups, nstate)
+    pytest.param((0, 2, 4, 1, 4), id="batch0"),
+    pytest.param((2, 0, 4, 1, 4), id="H0"),
+    pytest.param((2, 0, 4, 0, 4), id="H0-groups0"),
+    pytest.param((2, 2, 0, 1, 4), id="P0"),
+    pytest.param((2, 4, 4, 2, 0), id="N0-groups2"),
 ]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize(("sizes", "message"), EMPTY_SSD)
-def test_ssd_refuses_empty_dimensions(device, sizes, message, backend):
-    """Empty batch, sequence, heads, head dim or state: a ValueError naming the dimension (the
-    kernels' grids and the chunked reference would fail with raw errors)."""
-    inputs = cast(make_inputs(*sizes, device=device), torch.float32)
+@pytest.mark.parametrize("sizes", EMPTY_UPDATE)
+def test_state_update_empty_dimensions(device, sizes, backend):
+    """``y`` ``(B, H, P)`` = ``D x · silu(z)`` (the step without a state), the state untouched."""
+    batch, heads, headdim, groups, nstate = sizes
+    inputs = make_inputs(batch, 1, heads, headdim, groups, nstate, D="HP", z=True,
+                         dt_bias=True, softplus=True, device=device)  # fmt: skip
+    inputs = cast(inputs, torch.float32)
+    args = _update_inputs(inputs)
+    args |= {"D": inputs["D"], "z": inputs["z"][:, 0], "dt_bias": inputs["dt_bias"]}
+    before = args["state"].clone()
+    y = ssd_state_update(**args, dt_softplus=True, backend=backend)
+    assert y.shape == (batch, heads, headdim) and y.dtype == torch.float32
+    torch.testing.assert_close(y, without_state(**args), rtol=0, atol=0)
+    assert torch.equal(args["state"], before)
+
+
+EMPTY_ARGUMENT_ERRORS = [
+    pytest.param(
+        {"dt": lambda i: i["dt"][..., :-1]}, "triton", r"^dt must have shape", id="dt-shape"
+    ),
+    pytest.param({"B": lambda i: i["B"][:, :, :0]}, "triton", "G = 0", id="B-0-groups"),
+    pytest.param({}, "cuda", "backend must be one of", id="unknown-backend"),
+    pytest.param(
+        {"x": lambda i: i["x"].double()}, "triton", "float32 but inputs are", id="fp64-triton"
+    ),
+]
+
+
+@pytest.mark.parametrize(("bad", "backend", "message"), EMPTY_ARGUMENT_ERRORS)
+def test_ssd_empty_inputs_keep_the_argument_checks(device, bad, backend, message):
+    """An empty batch is no way around the checks of shapes, groups, backend and dtype."""
+    inputs = cast(make_inputs(batch=0, device=device), torch.float32)
+    inputs |= {name: fn(inputs) for name, fn in bad.items()}
     with pytest.raises(ValueError, match=message):
         ssd(**inputs, chunk_size=4, backend=backend)
-    step = _update_inputs(inputs) if sizes[1] else None
-    if step is not None:
-        with pytest.raises(ValueError, match=message):
-            ssd_state_update(**step, backend=backend)
 
 
 BAD_UPDATE = [

@@ -13,10 +13,17 @@ derivation is in this folder's README.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ... import _checks
+from ..common import step_size
 from ..dispatch import choose
-from .reference import selective_scan_ref, selective_state_update_ref
+from .reference import (
+    _per_channel_bias,
+    _work_dtype,
+    selective_scan_ref,
+    selective_state_update_ref,
+)
 
 __all__ = [
     "selective_scan",
@@ -35,14 +42,23 @@ def _grouped_bc(
     shape = tuple(M.shape)
     ok = M.ndim in (2 + lead, 3 + lead) and shape[0] == batch and shape[-1 - lead] == dstate
     ok = ok and shape[M.ndim - lead :] == tail
-    if ok and M.ndim == 3 + lead:
-        ok = shape[1] >= 1 and dim % shape[1] == 0
+    if ok and M.ndim == 3 + lead:  # G divides D; G = 0 only for D = 0 (0 divides 0)
+        ok = dim % shape[1] == 0 if shape[1] else dim == 0
     if not ok:
         letters = "".join(f", {n}" for n in tail)
         raise ValueError(
             f"{name} must have shape (batch, N{letters}) = {(batch, dstate, *tail)} or "
             f"(batch, groups, N{letters}) with groups dividing dim={dim}, got {shape}"
         )
+
+
+def _by_channel(M: torch.Tensor, dim: int, grouped: bool) -> torch.Tensor:
+    """``B`` or ``C``, ``(B, N, ...)`` or grouped ``(B, G, N, ...)``, as ``(B, 1, N, ...)``
+    (broadcast over the channels) or ``(B, D, N, ...)``: group ``g`` serves ``D / G`` channels."""
+    if not grouped:
+        return M[:, None]
+    groups = M.shape[1]
+    return M.repeat_interleave(dim // groups, dim=1) if groups else M  # G = 0 only for D = 0
 
 
 def _check_scan(u, delta, A, B, C, D, z, delta_bias) -> None:
@@ -63,8 +79,30 @@ def _check_scan(u, delta, A, B, C, D, z, delta_bias) -> None:
     _checks.real("z", z, (batch, dim, length), "like u")
     _checks.real("delta_bias", delta_bias, (dim,), "one bias per channel")
     _checks.one_device(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
-    _checks.nonempty("u", u, "batch, dim, L")
-    _checks.nonempty("A", A, "dim, N")
+
+
+def _empty_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """:func:`selective_scan` when one of B, D, N, L is 0, in PyTorch: ``(out, last_state)``.
+
+    The terms of the state, ``Δ_s B_s u_s`` for every (batch, channel, state, step), are then an
+    empty tensor (scaled here by ``exp(Δ_s A)`` only to keep ``A`` in the autograd graph). The
+    state's part of ``y``, ``Σ_n C_t h_t``, is a sum of them over no state (N = 0: zeros) or
+    empty, and the last state their sum over no step (L = 0: zeros) or empty; what is left is
+    ``out = D u · silu(z)``. Written with these sums, every input has a gradient, zero or empty.
+    Dtypes as the reference's: ``out`` in ``u``'s, the state in float32 (float64 for float64).
+    """
+    work = _work_dtype(u, delta, A, B, C, D, z, delta_bias)
+    dim = u.shape[1]
+    x = u.to(work)  # (B D L)
+    dt = step_size(delta.to(work), _per_channel_bias(delta_bias, 3, work), delta_softplus)
+    Bd, Cd = (_by_channel(M.to(work), dim, B.ndim == 4) for M in (B, C))  # (B D|1 N L)
+    terms = torch.exp(dt[:, :, None] * A.to(work)[..., None]) * Bd * (dt * x)[:, :, None]
+    y = (Cd * terms).sum(2)  # (B D L)
+    if D is not None:
+        y = y + D.to(work)[:, None] * x
+    if z is not None:
+        y = y * F.silu(z.to(work))
+    return y.to(u.dtype), terms.sum(-1)  # (B D L), (B D N)
 
 
 def _probe_scan(device: torch.device) -> None:
@@ -130,15 +168,25 @@ def selective_scan(
         ``out`` ``(B, D, L)`` in ``u``'s dtype, and the last state if asked for. Same semantics
         as ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``.
 
+    Empty dimensions: the same results on both backends, computed in PyTorch (the kernels
+    are not launched). B, D or L = 0 gives an empty ``out``; N = 0 (no state) gives
+    ``out = D u · silu(z)`` (zeros without ``D``); the last state is ``(B, D, N)``, zeros for
+    L = 0. Gradients reach every input (zero or empty). ``B`` and ``C`` may have ``G = 0``
+    groups only for D = 0.
+
     Raises:
-        ValueError: a wrong shape, dtype or device, a meta tensor, an empty dimension
-            (B, D, N or L = 0), or float64 inputs with ``backend="triton"``.
+        ValueError: a wrong shape, dtype or device, a meta tensor, or float64 inputs with
+            ``backend="triton"``.
 
     Explained in the book's chapter *Making SSMs fast*.
     """
     _check_scan(u, delta, A, B, C, D, z, delta_bias)
     tensors = (u, delta, A, B, C, D, z, delta_bias)
-    if choose("selective_scan", tensors, backend, _probe_scan) == "reference":
+    path = choose("selective_scan", tensors, backend, _probe_scan)
+    if u.numel() == 0 or A.shape[1] == 0:
+        out, last = _empty_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return (out, last) if return_last_state else out
+    if path == "reference":
         fn = selective_scan_ref
     else:
         from .triton import selective_scan_triton as fn
@@ -161,8 +209,26 @@ def _check_step(state, x, dt, A, B, C, D, z, dt_bias) -> None:
     _checks.real("z", z, (batch, dim), "like x")
     _checks.real("dt_bias", dt_bias, (dim,), "one bias per channel")
     _checks.one_device(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
-    _checks.nonempty("state", state, "batch, dim, N")
     _checks.in_place("state", state)
+
+
+def _empty_step(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
+    """:func:`selective_state_update` when one of B, D, N is 0, in PyTorch: the reference's
+    step, ``h = exp(Δ A) h + Δ B x``, ``y = C h + D x``, gated, with ``h`` empty, so that
+    ``y = D x · silu(z)`` for N = 0 (zeros without ``D``) and empty otherwise; ``state``, empty,
+    is left as it is."""
+    work = _work_dtype(state, x, dt, A, B, C, D, z, dt_bias)
+    dim = x.shape[1]
+    u = x.to(work)  # (B D)
+    step = step_size(dt.to(work), _per_channel_bias(dt_bias, 2, work), dt_softplus)  # (B D)
+    Bd, Cd = (_by_channel(M.to(work), dim, B.ndim == 3) for M in (B, C))  # (B D|1 N)
+    h = torch.exp(step[..., None] * A.to(work)) * state.to(work) + Bd * (step * u)[..., None]
+    y = (Cd * h).sum(-1)  # (B D)
+    if D is not None:
+        y = y + D.to(work) * u
+    if z is not None:
+        y = y * F.silu(z.to(work))
+    return y.to(x.dtype)
 
 
 def _probe_step(device: torch.device) -> None:
@@ -219,6 +285,10 @@ def selective_state_update(
         ``selective_state_update``; a prefix through :func:`selective_scan` with
         ``return_last_state=True`` followed by steps equals the scan of the whole sequence.
 
+    Empty dimensions: as :func:`selective_scan`, on both backends: B or D = 0 gives an empty
+    ``y``, N = 0 gives ``y = D x · silu(z)`` (zeros without ``D``); the state, empty, is left as
+    it is.
+
     Raises:
         ValueError: as :func:`selective_scan`, and for an expanded (stride-0) ``state``, which
             cannot be updated in place.
@@ -227,7 +297,10 @@ def selective_state_update(
     """
     _check_step(state, x, dt, A, B, C, D, z, dt_bias)
     tensors = (state, x, dt, A, B, C, D, z, dt_bias)
-    if choose("selective_state_update", tensors, backend, _probe_step) == "reference":
+    path = choose("selective_state_update", tensors, backend, _probe_step)
+    if state.numel() == 0:
+        return _empty_step(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
+    if path == "reference":
         fn = selective_state_update_ref
     else:
         from .triton import selective_state_update_triton as fn

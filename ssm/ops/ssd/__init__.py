@@ -14,8 +14,10 @@ from __future__ import annotations
 import torch
 
 from ... import _checks
+from ..common import step_size
 from ..dispatch import choose
 from .reference import (
+    skip_and_gate,
     ssd_chunked,
     ssd_quadratic,
     ssd_recurrent,
@@ -66,16 +68,26 @@ def ssd(
         state ``(B, H, P, N)`` (float32 for half-precision inputs). Causal also under NaN and
         inf inputs: a non-finite value at step s reaches no output before s.
 
+    Empty dimensions: the same results on both backends, computed in PyTorch (the kernels
+    are not launched). B, L, H or P = 0 gives an empty ``out``; N = 0 (no state) gives
+    ``out = D x · silu(z)`` (zeros without ``D``); the final state is ``(B, H, P, N)``, for
+    L = 0 ``initial_states`` (zeros when ``None``) in the final state's dtype. Gradients reach
+    every input (zero or empty). ``G = 0`` groups only for H = 0.
+
     Raises:
-        ValueError: a wrong shape, dtype or device, a meta tensor, an empty dimension
-            (B, L, H, P, G or N = 0), or float64 inputs with ``backend="triton"``.
+        ValueError: a wrong shape, dtype or device, a meta tensor, a number of groups that
+            does not divide H, or float64 inputs with ``backend="triton"``.
 
     Explained in the book's chapter *Making SSMs fast*.
     """
     _check_ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states)
     args = (x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states)
     flags = {"dt_softplus": bool(dt_softplus), "return_final_states": bool(return_final_states)}
-    if choose("ssd", args, backend, _probe_ssd) == "triton":
+    path = choose("ssd", args, backend, _probe_ssd)
+    if x.numel() == 0 or B.shape[3] == 0:
+        out, final = _empty_ssd(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus)
+        return (out, final) if return_final_states else out
+    if path == "triton":
         from .triton import ssd_triton
 
         return ssd_triton(*args, **flags)
@@ -101,21 +113,77 @@ def ssd_state_update(
 
     Shapes: state ``(B, H, P, N)`` (any strides, not expanded), x ``(B, H, P)``, dt ``(B, H)``,
     A ``(H,)``, B, C ``(B, G, N)``, D ``(H,)`` or ``(H, P)``, z ``(B, H, P)``, dt_bias ``(H,)``.
-    Returns y ``(B, H, P)`` in the dtype of x. Raises ``ValueError`` as :func:`ssd`. Explained
-    in the book's chapter *Making SSMs fast*.
+    Returns y ``(B, H, P)`` in the dtype of x. Raises ``ValueError`` as :func:`ssd`. Empty
+    dimensions as :func:`ssd`, on both backends: B, H or P = 0 gives an empty ``y``, N = 0
+    gives ``y = D x · silu(z)``; the state, empty, is left as it is. Explained in the book's
+    chapter *Making SSMs fast*.
     """
     _check_update(state, x, dt, A, B, C, D, z, dt_bias)
     args = (state, x, dt, A, B, C, D, z, dt_bias)
-    if choose("ssd_state_update", args, backend, _probe_update) == "triton":
+    path = choose("ssd_state_update", args, backend, _probe_update)
+    if state.numel() == 0:
+        return _empty_update(*args, dt_softplus=bool(dt_softplus))
+    if path == "triton":
         from .triton import ssd_state_update_triton
 
         return ssd_state_update_triton(*args, dt_softplus=bool(dt_softplus))
     return ssd_state_update_ref(*args, dt_softplus=bool(dt_softplus))
 
 
+def _per_head(M: torch.Tensor, heads: int, axis: int) -> torch.Tensor:
+    """``B`` or ``C`` with its group axis ``axis`` repeated to one entry per head."""
+    groups = M.shape[axis]
+    return M.repeat_interleave(heads // groups, dim=axis) if groups else M  # G = 0 for H = 0
+
+
+def _empty_ssd(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus):
+    """:func:`ssd` when one of B, L, H, P, N is 0 (G = 0 only with H = 0), in PyTorch:
+    ``(out, final_states)``.
+
+    The terms of the state, ``dt_t x_t B_tᵀ`` and ``h_0`` for every (batch, step, head, P, N),
+    are then an empty tensor (scaled here by ``exp(dt_t A)`` only to keep ``A`` in the autograd
+    graph). The state's part of ``y``, ``h_t C_t``, is a sum of them over no state (N = 0:
+    zeros) or empty, and the final state is ``h_0`` plus their sum over no step (L = 0) or
+    empty; what is left is ``out = D x · silu(z)``. Written with these sums, every input has a
+    gradient, zero or empty. Dtypes as the reference's: ``out`` in ``x``'s, the state in
+    float32 at least (float64 for float64).
+    """
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    batch, _, heads, headdim = x.shape
+    xs = x.to(dtype)  # (B, L, H, P)
+    step = step_size(dt.to(dtype), dt_bias, dt_softplus)  # (B, L, H)
+    Bh, Ch = (_per_head(M.to(dtype), heads, 2) for M in (B, C))  # (B, L, H, N)
+    if initial_states is None:
+        h0 = xs.new_zeros(batch, heads, headdim, B.shape[3])
+    else:
+        h0 = initial_states.to(dtype)  # (B, H, P, N)
+    inject = (step[..., None] * xs)[..., None] * Bh[:, :, :, None]  # (B, L, H, P, N)
+    terms = torch.exp(step * A.to(dtype))[..., None, None] * (inject + h0[:, None])
+    y = torch.einsum("blhpn,blhn->blhp", terms, Ch)
+    return skip_and_gate(y, xs, D, z).to(x.dtype), h0 + terms.sum(1)
+
+
+def _empty_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
+    """:func:`ssd_state_update` when one of B, H, P, N is 0, in PyTorch: the reference's step,
+    ``h = exp(dt A) h + dt x Bᵀ``, ``y = h C + D x``, gated, with ``h`` empty, so that
+    ``y = D x · silu(z)`` for N = 0 and empty otherwise; ``state``, empty, is left as it is."""
+    dtype = torch.promote_types(state.dtype, torch.float32)
+    heads = x.shape[1]
+    xs = x.to(dtype)  # (B, H, P)
+    step = step_size(dt.to(dtype), dt_bias, dt_softplus)  # (B, H)
+    Bh, Ch = (_per_head(M.to(dtype), heads, 1) for M in (B, C))  # (B, H, N)
+    h = (
+        torch.exp(step * A.to(dtype))[..., None, None] * state.to(dtype)
+        + (step[..., None] * xs)[..., None] * Bh[:, :, None]
+    )  # (B, H, P, N)
+    y = torch.einsum("bhpn,bhn->bhp", h, Ch)
+    return skip_and_gate(y, xs, D, z).to(x.dtype)
+
+
 def _check_groups(B: torch.Tensor, heads: int) -> None:
     groups = B.shape[-2]
-    if groups == 0 or heads % groups != 0:
+    divides = heads % groups == 0 if groups else heads == 0  # G = 0 only for H = 0: 0 | 0
+    if not divides:
         raise ValueError(
             f"the number of heads H = {heads} must be divisible by the number of groups "
             f"G = {groups} (B has shape {tuple(B.shape)})"
@@ -153,8 +221,6 @@ def _check_ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states) -> Non
     _checks.one_device(
         x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states
     )
-    _checks.nonempty("x", x, "B, L, H, P")
-    _checks.nonempty("B", B, "B, L, G, N")
 
 
 def _check_update(state, x, dt, A, B, C, D, z, dt_bias) -> None:
@@ -176,7 +242,6 @@ def _check_update(state, x, dt, A, B, C, D, z, dt_bias) -> None:
     _checks.real("z", z, tuple(x.shape), "(B, H, P), like x")
     _checks.real("dt_bias", dt_bias, (heads,), "(H,)")
     _checks.one_device(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
-    _checks.nonempty("state", state, "B, H, P, N")
     _checks.in_place("state", state)
 
 
