@@ -17,8 +17,11 @@ def strided(t: torch.Tensor) -> torch.Tensor:
 
 
 def transposed(t: torch.Tensor) -> torch.Tensor:
-    """The last two dimensions stored the other way round (column-major); a vector as is."""
-    return t.mT.contiguous().mT if t.ndim > 1 else t
+    """The last two dimensions stored the other way round (column-major); a vector as one
+    column of a row-major matrix whose other column holds NaN."""
+    if t.ndim == 1:
+        return torch.stack([t, torch.full_like(t, math.nan)], dim=1)[:, 0]
+    return t.mT.contiguous().mT
 
 
 def expanded(t: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,8 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from layouts import LAYOUTS as VIEWS
+from layouts import expanded, lazy_bit, strided, transposed
 
 from ssm.ops import dispatch
 from ssm.ops import selective_scan as ops
@@ -593,43 +595,7 @@ def test_triton_deterministic_mode_is_bitwise_reproducible(device, on_gpu, monke
     assert_relative_error(atomic, first, tol=1e-6)
 
 
-# Layouts of one argument that hold the same values: the kernels read tensors through raw
-# pointers, so each must be made what they expect (or read through its strides).
-def _transposed(t):
-    """Same values, the last two dimensions stored the other way round (a vector: one column
-    of a row-major matrix)."""
-    if t.ndim == 1:
-        return torch.stack([t, torch.full_like(t, math.nan)], dim=1)[:, 0]
-    return t.transpose(-1, -2).contiguous().transpose(-1, -2)
-
-
-def _every_other(t):
-    """A view of every other element of a larger tensor whose gaps hold NaN."""
-    big = torch.full((*t.shape, 2), math.nan, dtype=t.dtype, device=t.device)
-    big[..., 0] = t
-    return big[..., 0]
-
-
-def _expanded(t):
-    """Stride 0 along the first dimension: its first slice repeated (the values change too;
-    the comparison is against a contiguous copy of the same values)."""
-    return t[:1].expand(t.shape)
-
-
-def _negated(t):
-    """The same values as a view with the lazy negation bit set (the imaginary part of a
-    conjugate), which raw pointers read with the wrong sign."""
-    view = torch.complex(torch.zeros_like(t), -t).conj().imag
-    assert view.is_neg()
-    return view
-
-
-LAYOUTS = [
-    pytest.param(_transposed, id="transposed"),
-    pytest.param(_every_other, id="strided"),
-    pytest.param(_expanded, id="expanded"),
-    pytest.param(_negated, id="neg-bit"),
-]
+LAYOUTS = [pytest.param(view, id=name) for name, view in VIEWS.items()]
 
 
 def _dense(inputs):
@@ -664,12 +630,12 @@ def test_scan_backward_reads_any_layout(device, backend):
     gives): the gradients of the reference on contiguous copies."""
     x = make_inputs(length=5, dstate=2, groups=2, dtype=torch.float32, seed=8, device=device)
     layouts = {
-        "u": _every_other, "delta": _transposed, "A": _negated, "B": _transposed,
-        "C": _every_other, "D": _every_other, "z": _negated, "delta_bias": _transposed,
+        "u": strided, "delta": transposed, "A": lazy_bit, "B": transposed,
+        "C": strided, "D": strided, "z": lazy_bit, "delta_bias": transposed,
     }  # fmt: skip
     leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
-    strided = {k: layouts[k](v) for k, v in leaves.items()}
-    out = selective_scan(**strided, delta_softplus=True, backend=backend)
+    views = {k: layouts[k](v) for k, v in leaves.items()}
+    out = selective_scan(**views, delta_softplus=True, backend=backend)
     grads = torch.autograd.grad(out.sum(), list(leaves.values()))
     want = selective_scan_ref(**leaves, delta_softplus=True)
     want_grads = torch.autograd.grad(want.sum(), list(leaves.values()))
@@ -682,7 +648,7 @@ STEP_LAYOUTS = [  # an expanded state is refused (it is updated in place), see t
     pytest.param(name, *layout.values, id=f"{name}-{layout.id}")
     for name in ["state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias"]
     for layout in LAYOUTS
-    if not (name == "state" and layout.values[0] is _expanded)
+    if not (name == "state" and layout.values[0] is expanded)
 ]
 
 

@@ -10,6 +10,8 @@ import warnings
 
 import pytest
 import torch
+from layouts import LAYOUTS as VIEWS
+from layouts import expanded, lazy_bit, strided, transposed
 
 from ssm.ops import dispatch
 from ssm.ops import ssd as ssd_module
@@ -703,40 +705,7 @@ def test_triton_decode_step_at_scale(device, on_gpu, poisoned):
     assert rel_error(state.double(), want_state) <= FLOOR[torch.float32]
 
 
-# Layouts of one argument holding the same values: the kernels read through raw pointers.
-def _transposed(t):
-    """Same values, the last two dimensions stored the other way round (a vector: one column
-    of a row-major matrix)."""
-    if t.ndim == 1:
-        return torch.stack([t, torch.full_like(t, math.nan)], dim=1)[:, 0]
-    return t.transpose(-1, -2).contiguous().transpose(-1, -2)
-
-
-def _every_other(t):
-    """A view of every other element of a larger tensor whose gaps hold NaN."""
-    big = torch.full((*t.shape, 2), math.nan, dtype=t.dtype, device=t.device)
-    big[..., 0] = t
-    return big[..., 0]
-
-
-def _expanded(t):
-    """Stride 0 along the first dimension (its first slice repeated)."""
-    return t[:1].expand(t.shape)
-
-
-def _negated(t):
-    """The same values as a view with the lazy negation bit set."""
-    view = torch.complex(torch.zeros_like(t), -t).conj().imag
-    assert view.is_neg()
-    return view
-
-
-LAYOUTS = [
-    pytest.param(_transposed, id="transposed"),
-    pytest.param(_every_other, id="strided"),
-    pytest.param(_expanded, id="expanded"),
-    pytest.param(_negated, id="neg-bit"),
-]
+LAYOUTS = [pytest.param(view, id=name) for name, view in VIEWS.items()]
 
 
 def _dense(inputs):
@@ -768,8 +737,8 @@ def test_ssd_backward_reads_any_layout(device, backend):
     """Every input strided, and the expanded output gradient that ``out.sum()`` gives: the
     gradients of the reference on contiguous copies."""
     inputs = cast(make_inputs(**LAYOUT_SHAPE, seed=6, device=device), torch.float32)
-    layouts = [_every_other, _transposed, _negated, _transposed, _every_other,
-               _negated, _transposed, _every_other, _negated]  # fmt: skip
+    layouts = [strided, transposed, lazy_bit, transposed, strided,
+               lazy_bit, transposed, strided, lazy_bit]  # fmt: skip
     layouts = dict(zip(NAMES, layouts, strict=True))
     leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
     out = ssd(**{k: layouts[k](v) for k, v in leaves.items()}, chunk_size=4, backend=backend)
@@ -786,7 +755,7 @@ UPDATE_LAYOUTS = [  # an expanded state is refused (it is updated in place), see
     pytest.param(name, *layout.values, id=f"{name}-{layout.id}")
     for name in UPDATE_NAMES
     for layout in LAYOUTS
-    if not (name == "state" and layout.values[0] is _expanded)
+    if not (name == "state" and layout.values[0] is expanded)
 ]
 
 
