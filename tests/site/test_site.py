@@ -173,6 +173,13 @@ def base_url():
     server.server_close()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fresh_screenshots():
+    """Screenshots of this run only: none left over from pages the site no longer has."""
+    for old in SHOTS.glob("*.png"):
+        old.unlink()
+
+
 def chromium() -> str:
     """The browser: $CHROMIUM (a path or a command on PATH), else Debian's /usr/bin/chromium."""
     found = shutil.which(CHROMIUM)
