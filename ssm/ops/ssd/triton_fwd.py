@@ -162,6 +162,33 @@ def state_passing_fwd_kernel(
 
 
 @triton.jit
+def _block_weights(
+    x_ptr, B_ptr, dt_ptr, a_ptr, C_t, a_t, a_base, b, t0, s0, h, g, p, n, steps,
+    L, H, G, P, N, BLOCK_M: tl.constexpr,
+):  # fmt: skip
+    """For the block of columns ``s0 ..`` of one chunk: the weights
+    ``w[t, s] = (C_t·B_s) exp(a_t - a_s) dt_s`` ``(M, K)`` and the inputs ``x_s`` ``(K, P)``
+    (zero past the chunk's last step)."""
+    cols = s0 + tl.arange(0, BLOCK_M)
+    col_ok = cols < steps
+    B_sT = tl.load(
+        B_ptr + flat(b, t0 + cols[None, :], g, n[:, None], L, G, N),
+        mask=(n[:, None] < N) & col_ok[None, :],
+        other=0.0,
+    )  # (N, K)
+    cb = mma(C_t.to(x_ptr.dtype.element_ty), B_sT.to(x_ptr.dtype.element_ty))  # (M, K)
+    a_s = tl.load(a_ptr + a_base + cols, mask=col_ok, other=0.0)
+    dt_s = tl.load(dt_ptr + a_base + cols, mask=col_ok, other=0.0)
+    w = cb * tl.exp(a_t[:, None] - a_s[None, :]) * dt_s[None, :]
+    x_s = tl.load(
+        x_ptr + flat(b, t0 + cols[:, None], h, p[None, :], L, H, P),
+        mask=col_ok[:, None] & (p[None, :] < P),
+        other=0.0,
+    )  # (K, P)
+    return w, x_s
+
+
+@triton.jit
 def chunk_scan_fwd_kernel(
     x_ptr, z_ptr, B_ptr, C_ptr, D_ptr, dt_ptr, a_ptr, prev_ptr, out_ptr, y_ptr,
     L, H, G, P, N, Q, nchunks,
@@ -171,9 +198,10 @@ def chunk_scan_fwd_kernel(
     """Steps 1 and 4: ``y_t = exp(a_t) H_{c-1} C_t + Σ_{s≤t} (C_t·B_s) exp(a_t - a_s) dt_s x_s``,
     then ``out = (y + D x) · silu(z)``; with ``STORE_Y`` also ``y + D x`` (the gradient of z
     needs it). The columns s are visited in blocks of ``BLOCK_M`` steps up to the diagonal one.
-    Causal under non-finite inputs: the weights of pairs ``s > t`` are selected away with
-    ``where``, and in the diagonal block a non-finite ``x_s`` enters the product as 0 and makes
-    the rows ``t ≥ s`` NaN (as the reference). Grid ``(B·K·H·blocks of BLOCK_M steps,)``.
+    Causal under non-finite inputs: in the diagonal block the weights of pairs ``s > t`` are
+    selected away with ``where``, and a non-finite ``x_s`` enters the product as 0 and makes the
+    rows ``t ≥ s`` NaN (as the reference); the blocks before it hold only pairs ``s < t``.
+    Grid ``(B·K·H·blocks of BLOCK_M steps,)``.
     """
     blocks = tl.cdiv(Q, BLOCK_M)
     pid_bk, h, blk = chunk_program(blocks, H)
@@ -202,32 +230,25 @@ def chunk_scan_fwd_kernel(
     )  # (N, P)
     acc = mma(C_t.to(dot_dtype), prevT.to(dot_dtype))
     acc *= tl.exp(a_t)[:, None]  # (M, P): state-to-output term
-    seen_non_finite = tl.zeros((BLOCK_M, BLOCK_P), dtype=tl.float32)
-    for s0 in range(0, tl.minimum(first + BLOCK_M, steps), BLOCK_M):
-        cols = s0 + tl.arange(0, BLOCK_M)
-        col_ok = cols < steps
-        B_sT = tl.load(
-            B_ptr + flat(b, t0 + cols[None, :], g, n[:, None], L, G, N),
-            mask=(n[:, None] < N) & col_ok[None, :],
-            other=0.0,
-        )  # (N, K)
-        cb = mma(C_t.to(dot_dtype), B_sT.to(dot_dtype))  # (M, K)
-        a_s = tl.load(a_ptr + a_base + cols, mask=col_ok, other=0.0)
-        dt_s = tl.load(dt_ptr + a_base + cols, mask=col_ok, other=0.0)
-        causal = (cols[None, :] <= rows[:, None]) & col_ok[None, :] & row_ok[:, None]
-        w = tl.where(causal, cb * tl.exp(a_t[:, None] - a_s[None, :]) * dt_s[None, :], 0.0)
-        x_s = tl.load(
-            x_ptr + flat(b, t0 + cols[:, None], h, p[None, :], L, H, P),
-            mask=col_ok[:, None] & (p[None, :] < P),
-            other=0.0,
-        )  # (K, P)
-        if s0 == first:  # the diagonal block: columns s = rows t, so cumsum over s is causal
-            xf = x_s.to(tl.float32)
-            finite = (xf - xf) == 0.0  # False for NaN and ±inf
-            x_s = tl.where(finite, x_s, 0.0)
-            seen_non_finite = tl.cumsum(tl.where(finite, 0.0, 1.0), axis=0)
+    for s0 in range(0, tl.minimum(first, steps), BLOCK_M):  # blocks before the diagonal: s < t
+        w, x_s = _block_weights(
+            x_ptr, B_ptr, dt_ptr, a_ptr, C_t, a_t, a_base, b, t0, s0, h, g, p, n, steps,
+            L, H, G, P, N, BLOCK_M,
+        )  # fmt: skip
         acc += mma(w.to(dot_dtype), x_s.to(dot_dtype))
-    acc = tl.where(seen_non_finite > 0.0, float("nan"), acc)
+    w, x_s = _block_weights(
+        x_ptr, B_ptr, dt_ptr, a_ptr, C_t, a_t, a_base, b, t0, first, h, g, p, n, steps,
+        L, H, G, P, N, BLOCK_M,
+    )  # fmt: skip
+    # The diagonal block (columns s = rows t): pairs s > t are selected away, and a
+    # non-finite x_s enters as 0 and makes the rows t ≥ s NaN, as in the recurrence.
+    local = tl.arange(0, BLOCK_M)
+    w = tl.where(local[None, :] <= local[:, None], w, 0.0)
+    xf = x_s.to(tl.float32)
+    finite = (xf - xf) == 0.0  # False for NaN and ±inf
+    first_bad = tl.min(tl.where(finite, BLOCK_M, local[:, None]), axis=0)  # (P,)
+    acc += mma(w.to(dot_dtype), tl.where(finite, x_s, 0.0).to(dot_dtype))
+    acc = tl.where(local[:, None] >= first_bad[None, :], float("nan"), acc)
     offs = flat(b, t0 + rows[:, None], h, p[None, :], L, H, P)
     ok = row_ok[:, None] & (p[None, :] < P)
     if HAS_D:
