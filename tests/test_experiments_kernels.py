@@ -41,6 +41,8 @@ def test_loads_the_committed_benchmarks():
     table = kernel_benchmarks.goals_table(results)
     for goal in kernel_benchmarks.GOALS:
         assert goal["name"] in table
+    widest = max(len(line) for line in table.splitlines())
+    assert widest <= 88, f"the goals table is {widest} characters wide: it wraps in the column"
 
 
 def _write(tmp_path: Path, cases: list[dict], op: str = "selective_scan") -> Path:

@@ -16,6 +16,7 @@ Explained in the chapter "Making SSMs fast".
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -228,26 +229,43 @@ def _fmt(value: float | None, metric_ratio: bool) -> str:
 
 
 def goals_table(results: dict[str, Any]) -> str:
-    """The goals table as aligned text (one row per case and goal)."""
-    header = ("goal", "case", "against", "measured", "goal", "aim", "status")
-    rows = []
+    """The goals table as aligned text: per goal a heading (its name and what it is measured
+    against), then one row per case."""
+    header = ("case", "measured", "goal", "aim", "status")
+    groups: dict[tuple[str, str], list[tuple[str, ...]]] = {}
     for r in results["goals"]:
         is_ratio = r["goal"] != "decode"
-        rows.append(
+        groups.setdefault((r["goal"], r["against"]), []).append(
             (
-                r["goal"],
-                r["case"],
-                r["against"],
+                _short_case(r["case"]),
                 _fmt(r["value"], is_ratio),
                 ("<= " if is_ratio else ">= ") + _fmt(r["target"], is_ratio),
                 "<= " + _fmt(r["aim"], is_ratio) if r["aim"] is not None else "-",
-                r["status"],
+                _short_status(r["status"]),
             )
         )
+    rows = [row for group in groups.values() for row in group]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) for row in rows]
-    head = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    return "\n".join([head, "-" * len(head), *(line.rstrip() for line in lines)])
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  " + "  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip()
+
+    lines = [line(header), "  " + "-" * (len(line(header)) - 2)]
+    for (goal, against), group in groups.items():
+        lines += [f"{goal} (against {against})", *(line(row) for row in group)]
+    return "\n".join(lines)
+
+
+def _short_case(case: str) -> str:
+    """A case without its op's name (the goal column says it) and with short dtype names."""
+    case = re.sub(r"^(selective_scan|ssd|vandermonde|cauchy) ", "", case)
+    return case.replace("dtype bfloat16", "bf16").replace("dtype float32", "fp32")
+
+
+def _short_status(status: str) -> str:
+    """``met`` or ``missed`` (the measured column gives the number), and whether the aim was."""
+    verdict = status.split(" (")[0]
+    return f"{verdict}, aim missed" if "aim missed" in status else verdict
 
 
 def summary(results: dict[str, Any]) -> dict[str, Any]:
