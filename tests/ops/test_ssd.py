@@ -12,6 +12,7 @@ import pytest
 import torch
 from layouts import LAYOUTS as VIEWS
 from layouts import expanded, lazy_bit, strided, transposed
+from modes import AUTO_MODES
 
 from ssm.ops import dispatch
 from ssm.ops import ssd as ssd_module
@@ -806,41 +807,6 @@ def test_ssd_outputs_are_causal_under_non_finite_inputs(device, name, value, bac
 def test_triton_probes_pass(device):
     ssd_module._probe_ssd(device)
     ssd_module._probe_update(device)
-
-
-def caller_modes(device):
-    """The modes of a caller the probe must not inherit, for ``device``."""
-    return {
-        "no_grad": torch.no_grad,
-        "inference_mode": torch.inference_mode,
-        "autocast": lambda: torch.autocast(device.type, dtype=torch.bfloat16),
-    }
-
-
-@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "autocast"])
-def test_probe_passes_in_its_clean_context_whatever_the_callers(device, mode):
-    """The probes run a backward pass: inside the dispatcher's clean context they pass under
-    any mode of the caller."""
-    with caller_modes(device)[mode](), dispatch._clean_context(device):
-        ssd_module._probe_ssd(device)
-        ssd_module._probe_update(device)
-
-
-@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
-def test_probe_fails_in_the_callers_context_without_grad(device, mode):
-    """What the clean context protects from: the same probe run directly under no_grad or
-    inference_mode fails (its backward pass has no graph), which was once cached as a
-    permanent fallback to the reference."""
-    with caller_modes(device)[mode](), pytest.raises(RuntimeError):
-        ssd_module._probe_ssd(device)
-
-
-AUTO_MODES = [
-    pytest.param(torch.no_grad, id="no_grad"),
-    pytest.param(torch.inference_mode, id="inference_mode"),
-    pytest.param(lambda: torch.autocast("cuda", dtype=torch.bfloat16), id="autocast"),
-    pytest.param(torch.enable_grad, id="grad"),
-]
 
 
 @pytest.mark.parametrize("mode", AUTO_MODES)
