@@ -228,6 +228,21 @@ def _fmt(value: float | None, metric_ratio: bool) -> str:
     return f"{value:.2f}x" if metric_ratio else f"{100 * value:.0f}%"
 
 
+def _draw_goal(ax, x: float, rows: list[float], color: str, lw: float, label: str) -> None:
+    """A dashed vertical line at ``x`` across the rows (y positions) a goal applies to, under
+    the value labels (``zorder`` 1)."""
+    ax.vlines(
+        x,
+        min(rows) - 0.45,
+        max(rows) + 0.45,
+        color=plotting.PALETTE[color],
+        ls="--",
+        lw=lw,
+        zorder=1,
+        label=label,
+    )
+
+
 def goals_table(results: dict[str, Any]) -> str:
     """The goals table as aligned text: per goal a heading (its name and what it is measured
     against), then one row per case."""
@@ -565,16 +580,10 @@ def plot(results: dict[str, Any]):
                 yi for c, yi in zip(rows, y, strict=True) if c["case"].startswith(goal["case"])
             ]
             if goal["metric"] == "ratio" and goal["aim"] and aimed:
-                ax.vlines(
-                    goal["aim"],
-                    min(aimed) - 0.45,
-                    max(aimed) + 0.45,
-                    color=plotting.PALETTE["vermillion"],
-                    ls="--",
-                    lw=1.2,
-                    zorder=1,
-                    label=f"aim: {goal['aim']:g}× {goal['against']}",
-                )
+                _draw_goal(
+                    ax, goal["aim"], aimed, "vermillion", 1.2,
+                    f"aim: {goal['aim']:g}× {goal['against']}",
+                )  # fmt: skip
         anchors = list(dict.fromkeys(a for c in rows for a in c["anchors_ms"]))
         for i, anchor in enumerate(anchors):
             marker, color = _ANCHOR_STYLES[i % len(_ANCHOR_STYLES)]
@@ -663,16 +672,10 @@ def plot_bandwidth(results: dict[str, Any]):
         if c["op"] == goal["case"] and c["config"].get("batch") == goal["batch"]
     ]
     if aimed:  # the goal across the rows it applies to
-        ax.vlines(
-            goal["goal"],
-            min(aimed) - 0.45,
-            max(aimed) + 0.45,
-            color=plotting.PALETTE["black"],
-            ls="--",
-            lw=1,
-            zorder=1,
-            label=f"decode goal ({_pct(goal['goal'])} at batch {goal['batch']})",
-        )
+        _draw_goal(
+            ax, goal["goal"], aimed, "black", 1,
+            f"decode goal ({_pct(goal['goal'])} at batch {goal['batch']})",
+        )  # fmt: skip
     labels = [f"{c['case']} ({c['variant']})" if c["variant"] else c["case"] for c in cases]
     short = [
         t.replace("dtype ", "").replace("bfloat16", "bf16").replace("float32", "fp32")
