@@ -19,6 +19,7 @@ from ... import _checks
 from ..common import step_size
 from ..dispatch import choose
 from .reference import (
+    _per_channel,
     _per_channel_bias,
     _work_dtype,
     selective_scan_ref,
@@ -50,15 +51,6 @@ def _grouped_bc(
             f"{name} must have shape (batch, N{letters}) = {(batch, dstate, *tail)} or "
             f"(batch, groups, N{letters}) with groups dividing dim={dim}, got {shape}"
         )
-
-
-def _by_channel(M: torch.Tensor, dim: int, grouped: bool) -> torch.Tensor:
-    """``B`` or ``C``, ``(B, N, ...)`` or grouped ``(B, G, N, ...)``, as ``(B, 1, N, ...)``
-    (broadcast over the channels) or ``(B, D, N, ...)``: group ``g`` serves ``D / G`` channels."""
-    if not grouped:
-        return M[:, None]
-    groups = M.shape[1]
-    return M.repeat_interleave(dim // groups, dim=1) if groups else M  # G = 0 only for D = 0
 
 
 def _check_scan(u, delta, A, B, C, D, z, delta_bias) -> None:
@@ -95,7 +87,7 @@ def _empty_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     dim = u.shape[1]
     x = u.to(work)  # (B D L)
     dt = step_size(delta.to(work), _per_channel_bias(delta_bias, 3, work), delta_softplus)
-    Bd, Cd = (_by_channel(M.to(work), dim, B.ndim == 4) for M in (B, C))  # (B D|1 N L)
+    Bd, Cd = (_per_channel(M.to(work), dim, B.ndim == 4) for M in (B, C))  # (B D|1 N L)
     terms = torch.exp(dt[:, :, None] * A.to(work)[..., None]) * Bd * (dt * x)[:, :, None]
     y = (Cd * terms).sum(2)  # (B D L)
     if D is not None:
@@ -221,7 +213,7 @@ def _empty_step(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
     dim = x.shape[1]
     u = x.to(work)  # (B D)
     step = step_size(dt.to(work), _per_channel_bias(dt_bias, 2, work), dt_softplus)  # (B D)
-    Bd, Cd = (_by_channel(M.to(work), dim, B.ndim == 3) for M in (B, C))  # (B D|1 N)
+    Bd, Cd = (_per_channel(M.to(work), dim, B.ndim == 3) for M in (B, C))  # (B D|1 N)
     h = torch.exp(step[..., None] * A.to(work)) * state.to(work) + Bd * (step * u)[..., None]
     y = (Cd * h).sum(-1)  # (B D)
     if D is not None:

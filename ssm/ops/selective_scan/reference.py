@@ -34,11 +34,13 @@ def _work_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
     return dtype
 
 
-def _per_channel(M: torch.Tensor, dim: int) -> torch.Tensor:
-    """``(B, N)`` or ``(B, G, N)`` → ``(B, D, N)``: group ``g`` serves channels ``g·D/G .. ``."""
-    if M.ndim == 2:
-        return M[:, None, :]  # (B 1 N), broadcast over channels
-    return M.repeat_interleave(dim // M.shape[1], dim=1)  # (B D N)
+def _per_channel(M: torch.Tensor, dim: int, grouped: bool) -> torch.Tensor:
+    """``B`` or ``C``, ``(B, N, ...)`` or grouped ``(B, G, N, ...)``, as ``(B, 1, N, ...)``
+    (broadcast over the channels) or ``(B, D, N, ...)``: group ``g`` serves ``D / G`` channels."""
+    if not grouped:
+        return M[:, None]
+    groups = M.shape[1]
+    return M.repeat_interleave(dim // groups, dim=1) if groups else M  # G = 0 only for D = 0
 
 
 def _per_channel_bias(bias: torch.Tensor | None, ndim: int, dtype: torch.dtype):
@@ -107,8 +109,8 @@ def selective_scan_ref(
     h = x.new_zeros(batch, dim, A.shape[1])  # (B D N)
     ys = []
     for t in range(length):
-        B_t = _per_channel(B[..., t], dim)  # (B D N) or (B 1 N)
-        C_t = _per_channel(C[..., t], dim)
+        B_t = _per_channel(B[..., t], dim, B.ndim == 4)  # (B D N) or (B 1 N)
+        C_t = _per_channel(C[..., t], dim, C.ndim == 4)
         h, y_t = _ssm_step(h, dt[..., t], A, B_t, C_t, x[..., t])
         ys.append(y_t)
     y = torch.stack(ys, dim=-1)  # (B D L)
@@ -156,8 +158,8 @@ def selective_state_update_ref(
     bias = _per_channel_bias(dt_bias, dt.ndim, work)  # (D,)
     step = step_size(dt.to(work), bias, dt_softplus)  # (B D)
     u = x.to(work)  # (B D)
-    B_t = _per_channel(B.to(work), dim)  # (B D N) or (B 1 N)
-    C_t = _per_channel(C.to(work), dim)
+    B_t = _per_channel(B.to(work), dim, B.ndim == 3)  # (B D N) or (B 1 N)
+    C_t = _per_channel(C.to(work), dim, C.ndim == 3)
     h, y = _ssm_step(state.to(work), step, A.to(work), B_t, C_t, u)
     state.copy_(h)
     if D is not None:
