@@ -150,3 +150,14 @@ def skip_term(D: object, batch: tuple[int, ...], of: str) -> torch.Tensor | floa
     elif D is not None and (isinstance(D, bool) or not isinstance(D, (int, float, complex))):
         raise ValueError(f"D must be None, a number or a tensor, got {D!r}")
     return D
+
+
+def channel_skip(D: object, H: int) -> None:
+    """The skip term of the accelerated ops: ``None``, a real number, or a real ``(H,)`` tensor
+    (one weight per channel)."""
+    if isinstance(D, torch.Tensor):
+        tensor("D", D, complex_ok=False)
+        if D.shape != (H,):
+            raise ValueError(f"D must be a float or have shape (H,) = ({H},), got {tuple(D.shape)}")
+    elif D is not None and (isinstance(D, bool) or not isinstance(D, (int, float))):
+        raise ValueError(f"D must be None, a float or a tensor of shape (H,), got {D!r}")

@@ -64,12 +64,7 @@ def fftconv(
             raise ValueError(
                 f"k must have shape (H, L_k) with H={H} (the channels of u), got {tuple(k.shape)}"
             )
-    if isinstance(D, torch.Tensor):
-        _checks.tensor("D", D, complex_ok=False)
-        if D.shape != (H,):
-            raise ValueError(f"D must be a float or have shape (H,) = ({H},), got {tuple(D.shape)}")
-    elif D is not None and (isinstance(D, bool) or not isinstance(D, (int, float))):
-        raise ValueError(f"D must be None, a float or a tensor of shape (H,), got {D!r}")
+    _checks.channel_skip(D, H)
     k_tensor = k.k_f if isinstance(k, FFTConvKernel) else k
     _checks.one_device(u=u, k=k_tensor, D=D)
     tensors = (u, k_tensor, D)

@@ -122,12 +122,7 @@ def _parameters(H: int, N: int, Ab, Bb, C, D):
                 f"{name} must be a complex tensor of shape (H, N) = {(H, N)}, "
                 f"got {t.dtype} of shape {tuple(t.shape)}"
             )
-    if isinstance(D, torch.Tensor):
-        _checks.tensor("D", D, complex_ok=False)
-        if D.shape != (H,):
-            raise ValueError(f"D must be a float or have shape (H,) = ({H},), got {tuple(D.shape)}")
-    elif D is not None and (isinstance(D, bool) or not isinstance(D, (int, float))):
-        raise ValueError(f"D must be None, a float or a tensor of shape (H,), got {D!r}")
+    _checks.channel_skip(D, H)
     return Ab, Bb, C, D
 
 
