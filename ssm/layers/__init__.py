@@ -1,0 +1,19 @@
+"""Sequence layers and the one backbone they share.
+
+Every layer here is an ``nn.Module`` built from its config dataclass and the model width
+``d_model`` (``config.build(d_model)``), with
+
+- ``forward(x) -> y``, both ``(batch, length, d_model)``, causal unless built bidirectional;
+- ``init_state(batch) -> state`` and ``step(x_t, state) -> (y_t, state)``, ``x_t`` and ``y_t``
+  of shape ``(batch, d_model)``, for layers that have a recurrent form: prefill then steps
+  equals ``forward``;
+- its SSM parameters marked through :func:`ssm.layers.register` (own learning rate, no weight
+  decay in :func:`ssm.train.param_groups`).
+
+The backbone (:class:`Backbone`) stacks residual blocks (norm, layer, dropout, feed-forward)
+around any such layer, so an ablation swaps one argument.
+"""
+
+from ._params import SSM_MARK, is_ssm_parameter, register
+
+__all__ = ["SSM_MARK", "is_ssm_parameter", "register"]
