@@ -15,5 +15,16 @@ around any such layer, so an ablation swaps one argument.
 """
 
 from ._params import SSM_MARK, is_ssm_parameter, register
+from .backbone import Backbone, BackboneConfig, parameter_count
+from .s4 import S4, S4Config
 
-__all__ = ["SSM_MARK", "is_ssm_parameter", "register"]
+__all__ = [
+    "S4",
+    "SSM_MARK",
+    "Backbone",
+    "BackboneConfig",
+    "S4Config",
+    "is_ssm_parameter",
+    "parameter_count",
+    "register",
+]
