@@ -492,3 +492,19 @@ def test_scifar_incomplete_tarball(no_network, tmp_path):
         data.scifar(root=tmp_path)
     with pytest.raises(ValueError, match="grayscale"):
         data.scifar(root=tmp_path, grayscale="yes")
+
+
+def test_download_of_a_missing_file_fails_cleanly(local_mirror, tmp_path, monkeypatch):
+    """A file the mirror lacks (HTTP 404) is named in the error; the others are kept."""
+    served, url = local_mirror
+    fake_mnist(served)
+    md5 = {name: hashlib.md5((served / name).read_bytes()).hexdigest() for name in data.MNIST_FILES}
+    (served / "t10k-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.setattr(data, "MNIST_FILES", md5)
+    monkeypatch.setattr(data, "MNIST_MIRRORS", (url,))
+    with pytest.raises(RuntimeError, match="404") as info:
+        data.smnist(root=tmp_path / "cache")
+    listed = str(info.value).split(":\n", 1)[1]
+    assert "t10k-labels-idx1-ubyte.gz" in listed and "train-images" not in listed
+    kept = sorted(p.name for p in (tmp_path / "cache" / "mnist").iterdir())
+    assert kept == sorted(set(md5) - {"t10k-labels-idx1-ubyte.gz"})
