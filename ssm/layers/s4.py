@@ -207,8 +207,9 @@ def _log_dt(H: int, dt_min: float, dt_max: float) -> torch.Tensor:
 
 
 def _complex_normal(*shape: int) -> torch.Tensor:
-    """Standard complex normal entries (variance 1: ``N(0, ½)`` real and imaginary parts)."""
-    return torch.randn(*shape, dtype=torch.complex64)
+    """Standard complex normal entries (variance 1: ``N(0, ½)`` real and imaginary parts), in
+    the complex dtype of the default dtype."""
+    return torch.randn(*shape, dtype=torch.get_default_dtype().to_complex())
 
 
 def _legs_half(N: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -225,7 +226,7 @@ def _stable_shift(A: torch.Tensor) -> torch.Tensor:
     """``A - (α(A) + 1) I`` per channel, ``α`` the largest real part of an eigenvalue: the
     spectrum moved so its rightmost eigenvalue sits at ``-1``, as HiPPO-LegS's does."""
     alpha = torch.linalg.eigvals(A.double()).real.amax(-1).to(A.dtype)  # (H)
-    return A - (alpha + 1)[:, None, None] * torch.eye(A.shape[-1])
+    return A - (alpha + 1)[:, None, None] * torch.eye(A.shape[-1], dtype=A.dtype)
 
 
 class NPLRKernel(nn.Module):
@@ -249,7 +250,8 @@ class NPLRKernel(nn.Module):
         N2 = cfg.d_state // 2
         self.L = cfg.l_max
         if cfg.init == "legs":
-            w, P, B = (t.to(torch.complex64).expand(H, *t.shape) for t in _legs_half(cfg.d_state))
+            cdtype = torch.get_default_dtype().to_complex()
+            w, P, B = (t.to(cdtype).expand(H, *t.shape) for t in _legs_half(cfg.d_state))
         else:
             w = torch.complex(-(0.1 + 0.9 * torch.rand(H, N2)), cfg.d_state * torch.rand(H, N2))
             P, B = _complex_normal(H, 1, N2), _complex_normal(H, N2)
@@ -303,7 +305,8 @@ class DenseKernel(nn.Module):
         self.L = cfg.l_max
         if cfg.init == "legs":
             A, B = transition("legs", N)
-            A, B = A.float().expand(H, N, N).clone(), B.float().expand(H, N).clone()
+            dtype = torch.get_default_dtype()
+            A, B = A.to(dtype).expand(H, N, N).clone(), B.to(dtype).expand(H, N).clone()
         elif cfg.init == "random_dense":
             A, B = _stable_shift(torch.randn(H, N, N) / math.sqrt(N)), torch.randn(H, N)
         else:
