@@ -11,8 +11,8 @@ One model for all layers, so that an ablation swaps one argument (the layer's co
 This is the model of the S4 authors' experiments (their standalone example and their LRA
 configs): S4 puts a GLU output projection inside the layer and uses no separate MLP, which is
 ``ff="none"`` here; Mamba-style and Transformer-style stacks add one (``"glu"`` or ``"mlp"``).
-Explained in the book's chapter *S4 v2: how to train your HiPPO*, section on the model and the
-training recipe. Dimension letters: B batch, L length, D = d_model.
+Explained in the book's Chapter 2, *S4 v2: how to train your HiPPO*. Dimension letters: B batch,
+L length, D = d_model.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class Backbone(nn.Module):
 
     ``init_state(batch)`` and ``step(x_t, state)`` run a per-step model one token at a time
     (causal layers only): the steps over a sequence equal ``forward``. With ``norm="batch"``
-    stepping needs ``eval()`` (running statistics). Chapter *S4 v2: how to train your HiPPO*.
+    stepping needs ``eval()`` (running statistics). Chapter 2, *S4 v2: how to train your HiPPO*.
     """
 
     def __init__(

@@ -17,10 +17,11 @@ Figures 3 and 4):
   inverse FFT), with ``C̃ = C (I - Ā^L)`` trained directly;
 - ``dense``: a real ``(N, N)`` matrix per channel; the kernel by repeated squaring.
 
-Explained in the book's chapters *From ODE to S4* (the kernel, the two views) and *S4 v2: how to
-train your HiPPO* (initialization, frozen ``A``, the ablations). Dimension letters: B batch,
-L length, H channels, N state size (``N2 = N/2`` stored eigenvalues), c kernels per channel
-(2 when bidirectional).
+Explained in the book's Chapter 1, *From ODE to S4* (the kernel, the two views), and Chapter 2,
+*S4 v2: how to train your HiPPO* (the layer, its initializations, frozen ``A``, the ablations).
+
+Dimension letters: B batch, L length, H channels, N state size (``N2 = N/2`` stored
+eigenvalues), c kernels per channel (2 when bidirectional).
 """
 
 from __future__ import annotations
@@ -60,17 +61,19 @@ DENSE_INITS = ("legs", "random_dense", "random_diagonal")
 class S4Config:
     """Settings of an S4 layer; ``build(d_model)`` makes one. Every field is plain JSON.
 
-    The defaults are the updated S4 of the S4D and "How to Train Your HiPPO" papers.
+    The defaults are the updated S4 of the S4D and "How to Train Your HiPPO" papers. Both
+    parameterizations train ``C̃ = C (I - Ā^L)`` (``C`` recovered for the recurrent step), so the
+    dense arm of an ablation differs from nplr in ``A`` only.
     """
 
     d_state: int = 64  # N, state size per channel (even for nplr: conjugate pairs)
-    l_max: int | None = None  # kernel length L; longer inputs are refused. None: set by
-    # Backbone.for_data to the data set's length (build refuses None)
+    # kernel length L, longer inputs refused; None until Backbone.for_data sets the data's length
+    l_max: int | None = None
     parameterization: str = "nplr"  # "nplr" (S4) or "dense" (the ablation's dense A)
     init: str = "legs"  # A at init: NPLR_INITS for nplr, DENSE_INITS for dense
     train_A: bool = True  # False freezes A (w and P, or the dense A) as buffers
-    dt_min: float = 1e-3  # log Δ is uniform in [log dt_min, log dt_max], per channel
-    dt_max: float = 1e-1
+    dt_min: float = 1e-3  # log Δ at init: uniform in [log dt_min, log dt_max], per channel
+    dt_max: float = 1e-1  # (then trained)
     bidirectional: bool = False  # a second kernel run backwards over the sequence (no step)
     dropout: float = 0.0  # after the GELU, before the GLU output projection
 
@@ -134,7 +137,7 @@ def nplr_kernel(
     :func:`ssm.cauchy` call. At ``ω = -1`` (even ``L``) ``(I + Ā)⁻¹ B̄ = Δ B / 2``, so
     ``K̂(-1) = (Δ/2) Σ_full C̃_n B_n``. The real kernel is ``irfft`` of the ``⌊L/2⌋ + 1``
     frequencies of the rfft half. Equals :func:`ssm.s4_kernel` with ``c_tilde=True`` on the full
-    system. Chapter *From ODE to S4*, section "Computing the kernel fast: the S4 algorithm".
+    system. Chapter 1, *From ODE to S4*, section "Computing the kernel fast: the S4 algorithm".
 
     Args:
         w: ``(H, N2)`` complex eigenvalues, one of each conjugate pair.
@@ -172,7 +175,7 @@ def power_kernel(Ab: torch.Tensor, Bb: torch.Tensor, C: torch.Tensor, L: int) ->
 
     The columns ``V = (B̄, Ā B̄, …, Ā^{m-1} B̄)`` double at each step, ``V ← (V, Ā^m V)``, and
     ``Ā^m ← (Ā^m)²``: ``O(N³ log L + N² L)`` per channel instead of ``L`` dependent
-    matrix-vector products. Equals :func:`ssm.ssm_kernel`. Chapter *From ODE to S4*, section
+    matrix-vector products. Equals :func:`ssm.ssm_kernel`. Chapter 1, *From ODE to S4*, section
     "Two views of one model: recurrent and convolutional".
 
     Args:
@@ -193,8 +196,8 @@ def power_kernel(Ab: torch.Tensor, Bb: torch.Tensor, C: torch.Tensor, L: int) ->
 def c_from_c_tilde(Ab: torch.Tensor, C_tilde: torch.Tensor, L: int) -> torch.Tensor:
     """The readout ``C = C̃ (I - Ā^L)⁻¹`` of the recurrence, from S4's trained ``C̃``.
 
-    ``Ab`` ``(H, N, N)``, ``C_tilde`` ``(c, H, N)``; returns ``(c, H, N)``. Chapter *S4 v2: how
-    to train your HiPPO*, section on the recurrent view of a trained S4.
+    ``Ab`` ``(H, N, N)``, ``C_tilde`` ``(c, H, N)``; returns ``(c, H, N)``. Chapter 2, *S4 v2: how
+    to train your HiPPO*.
     """
     eye = torch.eye(Ab.shape[-1], dtype=Ab.dtype, device=Ab.device)
     M = eye - torch.linalg.matrix_power(Ab, L)  # (H N N)
@@ -242,7 +245,7 @@ class NPLRKernel(nn.Module):
     ``P`` in the eigenbasis). ``random`` (the S4 paper's "random NPLR"): ``Re w ~ -U[0.1, 1)``,
     ``Im w ~ U[0, N)``, ``P, B`` standard complex normal; ``A + Aᴴ = 2 Re diag(w) - 2 p pᴴ`` is
     negative definite, so every such ``A`` is stable. ``C̃`` is standard complex normal.
-    Chapter *S4 v2: how to train your HiPPO*.
+    Chapter 2, *S4 v2: how to train your HiPPO*.
     """
 
     def __init__(self, cfg: S4Config, H: int, channels: int) -> None:
@@ -296,7 +299,7 @@ class DenseKernel(nn.Module):
     roughly the unit disk), moved left by ``(α + 1) I``, ``α`` its largest eigenvalue real part,
     so the rightmost eigenvalue sits at ``-1`` as LegS's. ``random_diagonal``: ``diag(g)``,
     ``g`` standard normal, moved the same way. Random inits draw ``B`` standard normal.
-    ``C̃`` is standard normal. Chapter *S4 v2: how to train your HiPPO*.
+    ``C̃`` is standard normal. Chapter 2, *S4 v2: how to train your HiPPO*.
     """
 
     def __init__(self, cfg: S4Config, H: int, channels: int) -> None:
@@ -341,7 +344,8 @@ class S4(nn.Module):
     steps over a sequence equal ``forward``. A bidirectional layer has no step.
 
     Shapes: ``x`` and ``y`` ``(batch, length, d_model)`` with ``length <= l_max``; in step
-    mode ``(batch, d_model)``. Chapters *From ODE to S4* and *S4 v2: how to train your HiPPO*.
+    mode ``(batch, d_model)``. Chapters 1, *From ODE to S4*, and 2, *S4 v2: how to train your
+    HiPPO*.
     """
 
     def __init__(self, cfg: S4Config, d_model: int) -> None:
