@@ -356,3 +356,35 @@ def test_pathfinder_deterministic_by_seed():
 def test_pathfinder_bad_arguments_raise_naming_them(kwargs, argument):
     with pytest.raises(ValueError, match=rf"^{argument}"):
         tasks.pathfinder_images(4, **kwargs)
+
+
+# The samples experiment ------------------------------------------------------------------------
+
+
+def test_lra_samples_shows_both_labels_and_true_listops_values():
+    from matplotlib.figure import Figure
+
+    from ssm.experiments import lra_samples
+
+    cfg = lra_samples.config("ci")
+    results = lra_samples.run(cfg)
+    samples = results["pathfinder"]
+    small = [s for s in samples if s["size"] == 32]
+    assert sorted(s["label"] for s in small) == [0] * cfg["per_label"] + [1] * cfg["per_label"]
+    assert [np.shape(s["image"]) for s in samples if s["size"] == 64] == [(64, 64)]
+    for e in results["listops"]:
+        assert tasks.listops_value(e["text"]) == e["value"]
+        assert e["length"] == len(e["text"].split()) <= cfg["listops"]["max_length"]
+    lines = lra_samples.summary(results).splitlines()
+    assert len(lines) == 1 + cfg["listops"]["n"]
+    assert all(
+        line.split()[0] == str(e["value"])
+        for line, e in zip(lines[1:], results["listops"], strict=True)
+    )
+    again = lra_samples.run(cfg)
+    assert all(
+        np.array_equal(a["image"], b["image"])
+        for a, b in zip(samples, again["pathfinder"], strict=True)
+    )
+    fig = lra_samples.plot(results)
+    assert isinstance(fig, Figure) and len(fig.axes) == len(samples)
