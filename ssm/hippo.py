@@ -168,3 +168,169 @@ def legs_reconstruct(x: torch.Tensor, num: int) -> torch.Tensor:
     basis = special.eval_legendre(np.arange(N)[:, None], 2 * s[None] - 1)  # (N num)
     basis = basis * np.sqrt(2 * np.arange(N) + 1)[:, None]
     return x.to(torch.float64) @ torch.from_numpy(basis).to(x.device)
+
+
+# Basis functions of the time-invariant SSMs ("How to Train Your HiPPO", arXiv:2206.12037v2).
+#
+# An LTI SSM x'(t) = A x(t) + B u(t) started at rest has x(t) = ∫ K(s) u(t - s) ds with the
+# basis functions K_n(t) = e_nᵀ exp(tA) B: coordinate n of the state is the input convolved with
+# K_n. HTTYH writes each as K_n(t) = p_n(t) ω(t) with p_n orthonormal under the weight ω, so that
+# x_n(t) = ⟨u(t - ·), p_n⟩_ω are the coefficients of the projection of the recent past onto
+# span{p_n}. The operators of `transition` follow the S4 authors' code, in which LegT and FouT are
+# at half the time scale of the paper's figure: their window is [0, 2], and `scale=2` (the SSM
+# (2A, 2B)) gives the paper's window [0, 1].
+
+BASIS_MEASURES = ("legs", "legt", "lagt", "fout")
+WINDOWED = ("legt", "fout")
+
+
+def basis(measure: str, N: int, t: object, *, scale: float = 1.0) -> torch.Tensor:
+    """Basis functions ``K_n(t) = e_nᵀ exp(t·cA) (cB)`` of the SSM ``(cA, cB)``, ``c = scale``.
+
+    HTTYH (arXiv:2206.12037v2), Definition 1: the impulse responses of the coordinates of the
+    state, computed from :func:`transition` with matrix exponentials (``torch.linalg.matrix_exp``
+    on the grid). Scaling the SSM by ``c`` gives ``c·K_n(c·t)``: ``scale=2`` puts LegT and FouT on
+    the window ``[0, 1]`` of the paper's figure (the S4 code's matrices span ``[0, 2]``). On a
+    uniform grid the exponentials are shared, ``exp((t₀ + (jb + i)Δ)A) = exp(iΔA) exp((t₀ + jbΔ)A)``
+    with ``b ≈ √len(t)``, so only about ``2√len(t)`` are computed.
+
+    Args:
+        measure: ``"legs"``, ``"legt"``, ``"lagt"`` or ``"fout"``.
+        N: state size (even for ``"fout"``).
+        t: times ``(T,)``, finite and ``>= 0`` (array-like or tensor).
+        scale: the factor ``c > 0``.
+
+    Returns:
+        ``K`` ``(N, T)``, float64. Chapter *S4 v2: how to train your HiPPO*.
+    """
+    times = _times(t)
+    c = _scale(scale)
+    A, B = transition(measure, N)
+    A, B = c * A, c * B
+    T = times.shape[0]
+    step = _uniform_step(times)
+    if T > 16 and step is not None and step > 0:
+        b = math.isqrt(T - 1) + 1
+        offsets = step * torch.arange(b, dtype=A.dtype)  # (b)
+        inner = torch.linalg.matrix_exp(offsets[:, None, None] * A)  # (b N N)
+        starts = times[0] + step * b * torch.arange(-(-T // b), dtype=A.dtype)  # (J)
+        outer = torch.linalg.matrix_exp(starts[:, None, None] * A) @ B  # (J N)
+        K = torch.einsum("inm,jm->jin", inner, outer).reshape(-1, N)[:T]  # (T N)
+    else:
+        K = torch.linalg.matrix_exp(times[:, None, None] * A) @ B  # (T N)
+    return K.T.contiguous()
+
+
+def basis_closed_form(measure: str, N: int, t: object, *, scale: float = 1.0) -> torch.Tensor:
+    """The closed forms of the basis functions (HTTYH, arXiv:2206.12037v2, Table 1, Thms 3–5).
+
+    With ``c = scale`` and the conventions of :func:`transition` (signs and normalizations
+    derived from its matrices, checked against :func:`basis` in the tests):
+
+    - ``legs``: ``K_n(t) = c·√(2n+1)·P_n(2e^{-ct} - 1)·e^{-ct}`` (exponentially warped Legendre
+      polynomials; exact for every ``N``);
+    - ``legt``: ``K_n(t) = (c/2)·√(2n+1)·P_n(1 - ct)`` on the window ``[0, 2/c)``, 0 after;
+    - ``fout``: ``K_0 = c/2``, ``K_1 = 0`` (a sine of frequency 0: a state that never moves),
+      ``K_{2k} = (c/2)·√2·cos(πkct)``, ``K_{2k+1} = (c/2)·√2·sin(πkct)`` on ``[0, 2/c)``, 0 after
+      (the S4 code puts each cosine before its sine; the paper orders them differently);
+    - ``lagt``: ``K_n(t) = c·L_n(ct)·e^{-ct/2}`` (Laguerre polynomials; exact for every ``N``).
+
+    ``P_n`` are the Legendre polynomials on ``[-1, 1]``, ``L_n`` the Laguerre polynomials. For
+    LegT and FouT the window is the limit ``N → ∞``: a finite SSM has analytic impulse
+    responses, which cannot vanish on an interval, so :func:`basis` approaches these away from
+    the window's edges as ``N`` grows, with tails after the window and ringing near its edges.
+    ``t``: ``(T,)`` with ``t >= 0``. Returns ``(N, T)``, float64.
+    Chapter *S4 v2: how to train your HiPPO*.
+    """
+    _check_size(measure, N)
+    c = _scale(scale)
+    times = _times(t).numpy()
+    if measure == "lagt":
+        n = np.arange(N)[:, None]
+        K = c * special.eval_laguerre(n, c * times) * np.exp(-c * times / 2)
+    else:
+        K = (
+            orthonormal_functions(measure, N, times, scale=c).numpy()
+            * weight(measure, times, scale=c).numpy()
+        )
+    return torch.from_numpy(np.ascontiguousarray(K))
+
+
+def weight(measure: str, t: object, *, scale: float = 1.0) -> torch.Tensor:
+    """The weight ``ω(t)`` of ``K_n = p_n ω`` (HTTYH, arXiv:2206.12037v2, Table 1), a density.
+
+    ``legs``: ``ω(t) = c·e^{-ct}`` (all of the past, the older the lighter); ``legt`` and
+    ``fout``: ``ω(t) = c/2`` on the window ``[0, 2/c)``, 0 after (``c = scale``).
+    ``t``: ``(T,)``, ``>= 0``. Returns ``(T,)``, float64. Chapter *S4 v2: how to train your HiPPO*.
+    """
+    _checks.choice("measure", measure, ("legs", *WINDOWED))
+    c = _scale(scale)
+    times = _times(t).numpy()
+    if measure == "legs":
+        w = c * np.exp(-c * times)
+    else:
+        w = np.where(times < 2 / c, c / 2, 0.0)
+    return torch.from_numpy(w)
+
+
+def orthonormal_functions(measure: str, N: int, t: object, *, scale: float = 1.0) -> torch.Tensor:
+    """The functions ``p_n = K_n / ω``, orthonormal under :func:`weight`: ``∫ p_n p_m ω = δ_nm``.
+
+    ``legs``: ``p_n(t) = √(2n+1)·P_n(2e^{-ct} - 1)``; ``legt``: ``√(2n+1)·P_n(1 - ct)``;
+    ``fout``: ``1, 0, √2 cos(πct), √2 sin(πct), √2 cos(2πct), ...`` (``c = scale``; FouT's
+    ``p_1 = 0`` has norm 0). They decode a state: the projection of the past ``u(t - s)`` onto
+    their span is ``Σ_n x_n(t) p_n(s)`` (HTTYH, Section 3). ``t``: ``(T,)``, ``>= 0``; returns
+    ``(N, T)``, float64 (for LegT and FouT, defined on the window only: use them there).
+    Chapter *S4 v2: how to train your HiPPO*.
+    """
+    _checks.choice("measure", measure, ("legs", *WINDOWED))
+    _check_size(measure, N)
+    c = _scale(scale)
+    times = _times(t).numpy()
+    n = np.arange(N)[:, None]
+    if measure == "legs":
+        p = np.sqrt(2 * n + 1) * special.eval_legendre(n, 2 * np.exp(-c * times) - 1)
+    elif measure == "legt":
+        p = np.sqrt(2 * n + 1) * special.eval_legendre(n, 1 - c * times)
+    else:
+        phase = np.pi * (n // 2) * c * times  # (N T)
+        p = math.sqrt(2) * np.where(n % 2 == 0, np.cos(phase), np.sin(phase))
+        p[0] = 1.0
+    return torch.from_numpy(np.ascontiguousarray(p))
+
+
+def _times(t: object) -> torch.Tensor:
+    """A 1-D grid of finite lags ``>= 0`` as a float64 CPU tensor."""
+    if isinstance(t, torch.Tensor):
+        if t.is_complex():
+            raise ValueError(f"t must hold real times, got dtype {t.dtype}")
+        times = t.detach().to("cpu", torch.float64)
+    else:
+        arr = np.asarray(t)
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise ValueError(f"t must hold real times, got dtype {arr.dtype}")
+        times = torch.from_numpy(arr.astype(np.float64))
+    if times.ndim != 1 or times.shape[0] < 1:
+        raise ValueError(f"t must be a 1-D grid of times (T,), got shape {tuple(times.shape)}")
+    if not bool(torch.isfinite(times).all()) or bool((times < 0).any()):
+        raise ValueError(
+            f"t must be finite and >= 0 (lags since the input), got min {float(times.min()):.3g}"
+        )
+    return times
+
+
+def _uniform_step(times: torch.Tensor) -> float | None:
+    """The step ``Δ`` where ``times[k] = times[0] + kΔ`` (to rounding), else ``None``."""
+    T = times.shape[0]
+    step = float(times[-1] - times[0]) / max(T - 1, 1)
+    grid = times[0] + step * torch.arange(T, dtype=times.dtype)
+    tol = 1e-12 * max(1.0, float(times.abs().max()))
+    return step if bool(((grid - times).abs() <= tol).all()) else None
+
+
+def _scale(scale: object) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ValueError(f"scale must be a number > 0, got {scale!r}")
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale!r}")
+    return float(scale)
