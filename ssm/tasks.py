@@ -88,8 +88,8 @@ def _per_step(
     inputs: np.ndarray, targets: np.ndarray, vocab_size: int, name: str
 ) -> SequenceDataset:
     return SequenceDataset(
-        torch.from_numpy(inputs.astype(np.int64)),
-        torch.from_numpy(targets.astype(np.int64)),
+        torch.from_numpy(inputs.astype(np.int64, copy=False)),
+        torch.from_numpy(targets.astype(np.int64, copy=False)),
         n_classes=vocab_size,
         vocab_size=vocab_size,
         name=name,
@@ -500,6 +500,25 @@ def _listops_rows(levels: list[dict[str, np.ndarray]], max_length: int) -> np.nd
     return out
 
 
+def _listops_draw(
+    rng: np.random.Generator,
+    m: int,
+    max_depth: int,
+    max_args: int,
+    min_length: int,
+    max_length: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Of ``m`` random trees, the token rows ``(kept, max_length)`` and values ``(kept,)`` of
+    those whose length lies in ``[min_length, max_length]``."""
+    levels, length = _listops_trees(rng, m, max_depth, max_args, max_length)
+    keep = np.flatnonzero((length >= min_length) & (length <= max_length))  # (kept,)
+    if keep.size == 0:
+        return np.zeros((0, max_length), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    levels = _listops_select(levels, keep)
+    _listops_fold(levels)
+    return _listops_rows(levels, max_length), levels[0]["value"]
+
+
 def listops(
     n: int,
     *,
@@ -548,16 +567,8 @@ def listops(
     rows, labels, seen = [], [], set()
     batch, tried = 1024, 0
     while len(seen) < n:
-        levels, length = _listops_trees(rng, batch, max_depth, max_args, max_length)
-        keep = np.flatnonzero((length >= min_length) & (length <= max_length))  # (kept,)
-        levels = _listops_select(levels, keep) if keep.size else []
-        _listops_fold(levels)
-        kept = (
-            zip(_listops_rows(levels, max_length), levels[0]["value"], strict=True)
-            if levels
-            else ()
-        )
-        for row, label in kept:
+        drawn = _listops_draw(rng, batch, max_depth, max_args, min_length, max_length)
+        for row, label in zip(*drawn, strict=True):
             key = row.tobytes()
             if key not in seen and len(seen) < n:
                 seen.add(key)
@@ -749,15 +760,20 @@ def pathfinder_images(
     it is 0, so the paths of the two classes are drawn alike and only the dots differ. Labels
     are balanced (``n // 2`` or ``n // 2 + 1`` ones, in random order).
 
-    Sizes scale with ``size / 32``: at 32, dashes and gaps 1.25 pixels long, strokes lighting
-    pixels within 1 pixel of the centre line, dots of radius 2. Below 32 the dashes merge.
-    Pixels are anti-aliased, ``clip(r - δ, 0, 1)`` at distance ``δ`` from a stroke of radius
-    ``r``, in ``[0, 1]`` (0 background).
+    Sizes scale with ``size / 32``; at 32: dashes 1 pixel long with gaps of 1.8 (each gap
+    leaves a dark pixel), strokes lighting the pixels within 0.85 of the centre line, dots of
+    radius 2; a long path spans about two thirds of the side. LRA's contour length 14 counts
+    the dashes of Linsley et al.'s 300-pixel renderings, which merge once shrunk to 32 pixels;
+    here the dashes stay visible, so the default is 8 longer ones. Below 32 the strokes keep
+    their width at 32 (thinner ones could leave holes), the dots shrink to a radius of 1.2 at
+    least, and the dashes merge. Pixels are
+    anti-aliased, ``clip(r - δ, 0, 1)`` at distance ``δ`` from a stroke or dot of radius ``r``,
+    in ``[0, 1]`` (0 background).
 
     Args:
         n: number of images.
         size: ``S``, the side in pixels (at least 16; LRA uses 32, 64 and 128).
-        n_dashes: dashes of each long path (at least 2; LRA's hardest: 14).
+        n_dashes: dashes of each long path (at least 2).
         n_distractors: short paths without dots, each placed when there is room for it.
         max_turn: largest turn between consecutive dashes, in radians, in ``[0, π]``.
         return_geometry: also return a dict with ``"dots"`` ``(n, 2, 2)`` (row, column of the
