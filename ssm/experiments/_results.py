@@ -1,9 +1,9 @@
 """Results of full-scale runs, stored as JSON with their provenance.
 
 ``data/results/NAME.json`` holds ``{"experiment", "profile", "config", "provenance", "results"}``
-where ``provenance`` records the commit, the device, the torch version, the date, the config hash
-and the wall time. A stored result is current while its ``config_hash`` equals
-``config_hash(module.config(profile))``.
+where ``provenance`` records the commit, the device, the torch version, the date, the config hash,
+the wall time and the number of processes the run was spread over (``torchrun``). A stored
+result is current while its ``config_hash`` equals ``config_hash(module.config(profile))``.
 
 The stored results and the benchmarks (``data/bench``) are one copy in the repository's ``data/``
 folder; the wheel carries that folder as the package data ``ssm/_data`` (pyproject.toml maps
@@ -94,8 +94,8 @@ def _device() -> str:
     return f"cpu: {platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def provenance(config: dict[str, Any], wall_time_s: float) -> dict[str, Any]:
-    """Where and how a result was produced."""
+def provenance(config: dict[str, Any], wall_time_s: float, processes: int = 1) -> dict[str, Any]:
+    """Where and how a result was produced; ``processes`` is the world size under torchrun."""
     return {
         "commit": _commit(),
         "device": _device(),
@@ -103,6 +103,7 @@ def provenance(config: dict[str, Any], wall_time_s: float) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config_hash": config_hash(config),
         "wall_time_s": round(float(wall_time_s), 3),
+        "processes": int(processes),
     }
 
 
@@ -112,15 +113,19 @@ def save(
     results: dict[str, Any],
     wall_time_s: float,
     out_dir: Path | str | None = None,
+    processes: int = 1,
 ) -> Path:
-    """Write ``<out_dir>/<name>.json`` (``data/results`` by default) and return its path."""
+    """Write ``<out_dir>/<name>.json`` (``data/results`` by default) and return its path.
+
+    ``processes`` is the number of processes of a data-parallel run (``torchrun``).
+    """
     out = Path(out_dir) if out_dir is not None else RESULTS_DIR
     out.mkdir(parents=True, exist_ok=True)
     record = {
         "experiment": name,
         "profile": config.get("profile"),
         "config": to_jsonable(config),
-        "provenance": provenance(config, wall_time_s),
+        "provenance": provenance(config, wall_time_s, processes),
         "results": to_jsonable(results),
     }
     path = out / f"{name}.json"
