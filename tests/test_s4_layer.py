@@ -262,3 +262,20 @@ def test_bad_inputs_raise():
     state = s4.init_state(2)
     with pytest.raises(ValueError, match="init_state"):
         s4.step(torch.randn(3, 3, dtype=torch.float64), state)
+
+
+@pytest.mark.parametrize("parameterization, init", VARIANTS)
+def test_float32_forward_and_gradients_on_the_device_match_float64(parameterization, init, device):
+    """On ``--device cuda`` the NPLR kernel goes through the Triton Cauchy op, and the layer's
+    float32 forward and gradients must still match the float64 CPU layer."""
+    exact = layer(parameterization, init, H=16, N=16, l_max=300)
+    fast = layer(parameterization, init, H=16, N=16, l_max=300, dtype=torch.float32).to(device)
+    fast.load_state_dict({k: v.to(device) for k, v in exact.state_dict().items()})
+    x = torch.randn(3, 300, 16, dtype=torch.float64, requires_grad=True)
+    x_fast = x.detach().float().to(device).requires_grad_()
+    exact(x).square().sum().backward()
+    fast(x_fast).square().sum().backward()
+    assert rel_err(fast(x_fast).double().cpu(), exact(x)) < 1e-4
+    assert rel_err(x_fast.grad.double().cpu(), x.grad) < 1e-4
+    for (name, p), q in zip(exact.named_parameters(), fast.parameters(), strict=True):
+        assert rel_err(q.grad.double().cpu(), p.grad) < 1e-3, name

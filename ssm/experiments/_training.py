@@ -1,0 +1,82 @@
+"""What every training experiment shares: data sets named in a config, and one fit.
+
+An experiment's config names its data as a plain dict (``{"source": "digits", "length": 1024}``)
+and its model and training as the dicts of :class:`ssm.layers.BackboneConfig`, a layer config
+and :class:`ssm.train.TrainConfig` (``dataclasses.asdict``), so that everything a run depends on
+is in the config and hence in its hash. :func:`fit` turns one such triple into a trained model's
+history through the shared backbone and :func:`ssm.train.train`: no experiment has a loop or a
+model of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from .. import data, tasks, train
+from ..layers import Backbone, BackboneConfig, S4Config, parameter_count
+
+#: The layer configs an experiment can name, by the ``"kind"`` key of its layer dict.
+LAYERS = {"s4": S4Config}
+
+#: Data sets by the ``"source"`` key of a data dict: each returns ``(train, validation)``.
+SOURCES = {
+    "digits": lambda seed, **kw: data.digits(seed=seed, **kw),
+    "mnist1d": lambda seed, **kw: data.mnist1d(seed=seed, **kw),
+    "listops": lambda seed, n_train, n_val, **kw: (
+        tasks.listops(n_train, seed=seed, **kw),
+        tasks.listops(n_val, seed=seed + 1, **kw),
+    ),
+    "pathfinder": lambda seed, n_train, n_val, **kw: (
+        tasks.pathfinder(n_train, seed=seed, **kw),
+        tasks.pathfinder(n_val, seed=seed + 1, **kw),
+    ),
+}
+
+
+def datasets(spec: dict[str, Any], seed: int) -> tuple[data.SequenceDataset, data.SequenceDataset]:
+    """``(train, validation)`` of the data dict ``spec`` (its ``"source"`` and arguments)."""
+    spec = dict(spec)
+    source = spec.pop("source")
+    if source not in SOURCES:
+        raise ValueError(f"unknown data source {source!r}; available: {', '.join(SOURCES)}")
+    return SOURCES[source](seed, **spec)
+
+
+def layer_config(spec: dict[str, Any]) -> Any:
+    """The layer config dataclass of a layer dict (its ``"kind"`` and fields)."""
+    spec = dict(spec)
+    kind = spec.pop("kind")
+    if kind not in LAYERS:
+        raise ValueError(f"unknown layer kind {kind!r}; available: {', '.join(LAYERS)}")
+    return LAYERS[kind](**spec)
+
+
+def layer_dict(kind: str, cfg: Any) -> dict[str, Any]:
+    """The layer dict of a config dataclass, for an experiment's config."""
+    return {"kind": kind, **dataclasses.asdict(cfg)}
+
+
+def fit(
+    train_set: data.SequenceDataset,
+    val_set: data.SequenceDataset,
+    backbone: dict[str, Any],
+    layer: dict[str, Any],
+    training: dict[str, Any],
+) -> dict[str, Any]:
+    """Train one model of the shared backbone on ``train_set``; return its history and size.
+
+    Returns ``{"history": [records], "final": record, "parameters": {...}, "wall_s": seconds}``
+    where a record is ``{"step", "train_loss", "val_loss", "val_accuracy", "lr", "elapsed_s"}``.
+    """
+    cfg = train.TrainConfig(**training)
+    model = Backbone.for_data(BackboneConfig(**backbone), layer_config(layer), train_set)
+    start = time.perf_counter()
+    history = train.train(model, train_set, val_set, cfg)
+    return {
+        "history": history.as_dict()["records"],
+        "final": history.final,
+        "parameters": parameter_count(model),
+        "wall_s": time.perf_counter() - start,
+    }

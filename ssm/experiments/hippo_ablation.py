@@ -1,0 +1,157 @@
+"""Chapter 2: does S4 need HiPPO? The ablations of the S4 paper's §4.4 (its Figures 3 and 4).
+
+One small S4 model (the shared backbone, :class:`ssm.layers.S4Config`) is trained with its state
+matrix ``A``
+
+- *unstructured* (a dense ``N × N`` matrix, kernel by powers of ``Ā``), initialized as
+  HiPPO-LegS, as a random dense Gaussian matrix or as a random diagonal (Figure 3), or
+- *NPLR* (normal plus low rank, kernel by the Cauchy product and the Woodbury identity),
+  initialized from HiPPO-LegS or at random (Figure 4),
+
+and each either trained or frozen (``train_A``; ``Δ``, ``B`` and ``C`` are trained in every
+run). The paper trains on sequential CIFAR-10; the ``ci`` profile trains on scikit-learn's
+digits read pixel by pixel (L = 64, seconds on a CPU, too short and too small to separate the
+variants reliably), the ``full`` profile on MNIST-1D stretched to L = 1024 (one GPU, minutes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .. import plotting
+from ..layers import BackboneConfig, S4Config
+from ..train import TrainConfig
+from ._common import check_profile, progress, threads
+from ._training import datasets, fit, layer_dict
+
+#: ``(parameterization, init)`` of each initialization compared, with its label; each is run
+#: with ``A`` trained and frozen.
+INITS = {
+    ("dense", "legs"): "HiPPO-LegS",
+    ("dense", "random_diagonal"): "random diagonal",
+    ("dense", "random_dense"): "random dense",
+    ("nplr", "legs"): "NPLR, HiPPO init",
+    ("nplr", "random"): "NPLR, random init",
+}
+COLORS = [plotting.PALETTE[c] for c in ("blue", "orange", "vermillion", "blue", "vermillion")]
+PANELS = {"dense": "unstructured A (paper Fig. 3)", "nplr": "NPLR A (paper Fig. 4)"}
+
+
+def config(profile: str = "ci") -> dict[str, Any]:
+    check_profile(profile)
+    ci = profile == "ci"
+    length = 64 if ci else 1024
+    backbone = BackboneConfig(
+        d_model=32 if ci else 64, n_layers=2 if ci else 4, norm="layer", prenorm=True,
+        dropout=0.0, ff="none", pool="mean",
+    )  # fmt: skip
+    layer = S4Config(d_state=32 if ci else 64, l_max=length, bidirectional=False)
+    training = TrainConfig(
+        steps=200 if ci else 2000,
+        batch_size=32 if ci else 64,
+        lr=4e-3,
+        ssm_lr=1e-3,
+        weight_decay=0.01,
+        warmup_steps=20 if ci else 200,
+        eval_every=25 if ci else 100,
+        seed=0,
+        device="cpu" if ci else "auto",
+        deterministic=ci,  # on a GPU, allow the faster non-deterministic kernels
+        progress=not ci,
+    )
+    data = (
+        {"source": "digits"}
+        if ci
+        else {"source": "mnist1d", "n_train": 8000, "n_test": 2000, "length": length}
+    )
+    return {
+        "profile": profile,
+        "data": data,
+        "seed": 0,
+        "threads": 1 if ci else None,  # one CPU thread: two fight over a shared 2-core machine
+        "backbone": dataclasses.asdict(backbone),
+        "layer": layer_dict("s4", layer),
+        "train": dataclasses.asdict(training),
+        "inits": [list(k) for k in INITS],
+        "train_A": [True, False],
+    }
+
+
+def variants(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs of the ablation: one per initialization and ``train_A``."""
+    return [
+        {"parameterization": p, "init": i, "train_A": t, "label": INITS[(p, i)]}
+        for p, i in cfg["inits"]
+        for t in cfg["train_A"]
+    ]
+
+
+def run(cfg: dict[str, Any]) -> dict[str, Any]:
+    train_set, val_set = datasets(cfg["data"], cfg["seed"])
+    runs = []
+    with threads(cfg):
+        for v in progress(variants(cfg), cfg, "HiPPO ablation"):
+            layer = {**cfg["layer"], **{k: v[k] for k in ("parameterization", "init", "train_A")}}
+            runs.append({**v, **fit(train_set, val_set, cfg["backbone"], layer, cfg["train"])})
+    return {
+        "data": {"name": train_set.name, "length": train_set.seq_len, "train": len(train_set),
+                 "validation": len(val_set), "classes": train_set.n_classes},
+        "runs": runs,
+    }  # fmt: skip
+
+
+def final_accuracy(results: dict[str, Any]) -> dict[tuple[str, bool], float]:
+    """Validation accuracy at the end of each run, by ``(label, train_A)``."""
+    return {(r["label"], r["train_A"]): r["final"]["val_accuracy"] for r in results["runs"]}
+
+
+def ordering(results: dict[str, Any], parameterization: str, train_A: bool) -> list[str]:
+    """Labels of one panel's runs, best final validation accuracy first."""
+    runs = [
+        r
+        for r in results["runs"]
+        if r["parameterization"] == parameterization and r["train_A"] == train_A
+    ]
+    return [r["label"] for r in sorted(runs, key=lambda r: -r["final"]["val_accuracy"])]
+
+
+def summary(results: dict[str, Any]) -> str:
+    """Final validation accuracy (%) of every run, A trained and frozen, to one decimal."""
+    acc = final_accuracy(results)
+    labels = list(dict.fromkeys(r["label"] for r in results["runs"]))
+    params = {r["label"]: r["parameters"]["total"] for r in results["runs"]}
+    lines = [f"{'initialization of A':<20} {'trained':>8} {'frozen':>7} {'parameters':>11}"]
+    for label in labels:
+        lines.append(
+            f"{label:<20} {100 * acc[label, True]:>8.1f} {100 * acc[label, False]:>7.1f} "
+            f"{params[label]:>11,}"
+        )
+    return "\n".join(lines)
+
+
+@plotting.styled
+def plot(results: dict[str, Any]):
+    """Validation accuracy against training steps: one panel per parameterization of ``A``."""
+    fig, axes = plotting.subplots(1, 2, height=3.2, sharey=True)
+    color = dict(zip(INITS.values(), COLORS, strict=True))
+    for ax, (param, title) in zip(np.ravel(axes), PANELS.items(), strict=True):
+        for r in results["runs"]:
+            if r["parameterization"] != param:
+                continue
+            steps = [h["step"] for h in r["history"]]
+            acc = [100 * h["val_accuracy"] for h in r["history"]]
+            ax.plot(
+                steps,
+                acc,
+                color=color[r["label"]],
+                ls="-" if r["train_A"] else "--",
+                label=f"{r['label']}, A {'trained' if r['train_A'] else 'frozen'}",
+            )
+        plotting.label(ax, "training step", None, title)
+        ax.legend(fontsize="x-small", loc="lower right")
+    np.ravel(axes)[0].set_ylabel("validation accuracy (%)")
+    plotting.panel_letters(axes)
+    return fig

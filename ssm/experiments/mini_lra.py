@@ -1,0 +1,112 @@
+"""Chapter 2: a reduced Long Range Arena, ListOps and Pathfinder generated here, for S4 v2.
+
+Both tasks are generated procedurally (:func:`ssm.tasks.listops`, :func:`ssm.tasks.pathfinder`),
+so the benchmark runs offline; they are smaller than LRA's (fewer and shorter sequences) and
+the numbers are this book's, not comparable one to one with the paper's table, which the
+chapter prints beside them. The model is the S4 layer as updated in 2022 (NPLR, HiPPO-LegS
+initialization, bidirectional, log-uniform ``Δ``) on the shared backbone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .. import plotting
+from ..layers import BackboneConfig, S4Config
+from ..train import TrainConfig
+from ._common import check_profile, progress, threads
+from ._training import datasets, fit, layer_dict
+
+TASKS = {"listops": "ListOps", "pathfinder": "Pathfinder"}
+
+
+def config(profile: str = "ci") -> dict[str, Any]:
+    check_profile(profile)
+    ci = profile == "ci"
+    listops = (
+        {"source": "listops", "n_train": 1000, "n_val": 300, "max_depth": 3, "max_args": 5,
+         "min_length": 16, "max_length": 64}
+        if ci
+        else {"source": "listops", "n_train": 40000, "n_val": 2000, "max_depth": 10,
+              "max_args": 10, "min_length": 100, "max_length": 512}
+    )  # fmt: skip
+    pathfinder = (
+        {"source": "pathfinder", "n_train": 1000, "n_val": 300, "size": 16}
+        if ci
+        else {"source": "pathfinder", "n_train": 40000, "n_val": 2000, "size": 32}
+    )
+    tasks = {"listops": listops, "pathfinder": pathfinder}
+    runs = {}
+    for name, spec in tasks.items():
+        length = spec.get("max_length", spec.get("size", 0) ** 2)
+        runs[name] = {
+            "data": spec,
+            "backbone": dataclasses.asdict(
+                BackboneConfig(
+                    d_model=32 if ci else 128, n_layers=2 if ci else 4, norm="layer",
+                    prenorm=True, dropout=0.0, ff="none", pool="mean",
+                )
+            ),
+            "layer": layer_dict(
+                "s4", S4Config(d_state=32 if ci else 64, l_max=length, bidirectional=True)
+            ),
+            "train": dataclasses.asdict(
+                TrainConfig(
+                    steps=100 if ci else 4000, batch_size=16 if ci else 64, lr=4e-3,
+                    ssm_lr=1e-3, weight_decay=0.05, warmup_steps=15 if ci else 300,
+                    eval_every=25 if ci else 250, seed=0, device="cpu" if ci else "auto",
+                    deterministic=ci,
+                    progress=not ci,
+                )
+            ),
+        }  # fmt: skip
+    return {"profile": profile, "seed": 0, "threads": 1 if ci else None, "tasks": runs}
+
+
+def run(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, spec in progress(cfg["tasks"].items(), cfg, "mini-LRA"):
+        train_set, val_set = datasets(spec["data"], cfg["seed"])
+        with threads(cfg):
+            result = fit(train_set, val_set, spec["backbone"], spec["layer"], spec["train"])
+        out[name] = {
+            **result,
+            "length": train_set.seq_len,
+            "train": len(train_set),
+            "validation": len(val_set),
+            "chance": float(np.bincount(val_set.targets.numpy()).max() / len(val_set)),
+        }
+    return {"tasks": out}
+
+
+def summary(results: dict[str, Any]) -> str:
+    """Validation accuracy (%) per task beside its chance level, with the data's size."""
+    lines = [f"{'task':<11} {'L':>5} {'train':>6} {'accuracy':>9} {'chance':>7}"]
+    for name, r in results["tasks"].items():
+        lines.append(
+            f"{TASKS[name]:<11} {r['length']:>5} {r['train']:>6} "
+            f"{100 * r['final']['val_accuracy']:>9.1f} {100 * r['chance']:>7.1f}"
+        )
+    return "\n".join(lines)
+
+
+@plotting.styled
+def plot(results: dict[str, Any]):
+    """Validation accuracy against training steps, one panel per task, chance level dotted."""
+    names = list(results["tasks"])
+    fig, axes = plotting.subplots(1, len(names), height=2.8)
+    for ax, name in zip(np.ravel(axes), names, strict=True):
+        r = results["tasks"][name]
+        steps = [h["step"] for h in r["history"]]
+        ax.plot(steps, [100 * h["val_accuracy"] for h in r["history"]],
+                color=plotting.COLORS["s4"], label="S4 (v2)")  # fmt: skip
+        ax.axhline(100 * r["chance"], color=plotting.PALETTE["black"], ls=":", label="chance")
+        plotting.label(
+            ax, "training step", "validation accuracy (%)", f"{TASKS[name]}, L = {r['length']}"
+        )
+    plotting.panel_letters(axes)
+    plotting.figure_legend(fig, np.ravel(axes)[0])
+    return fig
