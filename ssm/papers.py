@@ -1,0 +1,119 @@
+"""Published numbers, printed beside the book's own reruns (never instead of them).
+
+Each table is ``data/papers/NAME.csv`` with its source (paper, table or figure), the citation key
+of ``book/references.bib`` and a trust mark (``P``: the paper's own text or its authors'
+repository; ``S``: restated by another paper). It is read through
+:func:`ssm.experiments._results.data_path`, so an installed wheel reads its copy in
+``ssm/_data/papers``. Cells are typed on reading: numbers become floats, ``✗`` (the source
+marks the run failed or out of memory) and empty cells become ``None``, the rest stays text.
+
+Tables: ``s4_lra`` (Long Range Arena accuracies of S4 v1 and v2, S4-FouT, S4-LegS/FouT and the
+Transformer) and ``s4_hippo_ablation`` (S4's HiPPO ablations on sCIFAR, Figs. 3 and 4 read off
+the plots, and the statements of its Section 4.4). Chapter *S4 v2: how to train your HiPPO*.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from typing import Any
+
+from .experiments._results import data_path
+
+#: The six Long Range Arena tasks, in the column order of the tables.
+LRA_TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
+
+#: What a failed task (``✗``) counts for in the LRA averages the papers print: chance on the
+#: binary Path-X (the LRA paper's convention, followed by S4 and HTTYH).
+LRA_FAILED = 50.0
+
+FAILED = "✗"
+
+#: The references the tables cite: key -> (authors, title, year, arXiv id).
+REFERENCES: dict[str, tuple[str, str, int, str]] = {
+    "gu2022s4": (
+        "Gu, Goel, Ré",
+        "Efficiently Modeling Long Sequences with Structured State Spaces",
+        2022,
+        "2111.00396",
+    ),
+    "gu2023hippo2": (
+        "Gu, Johnson, Timalsina, Rudra, Ré",
+        "How to Train Your HiPPO: State Space Models with Generalized Orthogonal Basis Projections",
+        2023,
+        "2206.12037",
+    ),
+    "tay2021lra": (
+        "Tay, Dehghani, Abnar, Shen, Bahri, Pham, Rao, Yang, Ruder, Metzler",
+        "Long Range Arena: A Benchmark for Efficient Transformers",
+        2021,
+        "2011.04006",
+    ),
+}
+
+_NAME = re.compile(r"[a-z0-9_]+")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def _cell(text: str) -> float | str | None:
+    text = text.strip()
+    if text in ("", FAILED):
+        return None
+    return float(text) if _NUMBER.fullmatch(text) else text
+
+
+def table(name: str) -> list[dict[str, Any]]:
+    """The rows of ``data/papers/NAME.csv``, one dict per row, with typed values.
+
+    Raises ``ValueError`` for a name that is not a table, listing those there are.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"name must be a table name such as 's4_lra', got {name!r}")
+    path = data_path(f"data/papers/{name}.csv")
+    if not path.is_file():
+        found = sorted(p.stem for p in path.parent.glob("*.csv"))
+        raise ValueError(f"no paper table {name!r}; available: {', '.join(found) or 'none'}")
+    with path.open(newline="", encoding="utf-8") as f:
+        return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def cite(row: dict[str, Any]) -> str:
+    """Where a row's numbers come from, in one line: its source, then the reference."""
+    key = row.get("citation")
+    if key not in REFERENCES:
+        raise ValueError(f"row's citation must be one of {tuple(REFERENCES)}, got {key!r}")
+    authors, title, year, arxiv = REFERENCES[key]
+    return f"{row['source']}. {authors}, \u201c{title}\u201d, {year}, arXiv:{arxiv}"
+
+
+def lra_average(row: dict[str, Any], failed: float = LRA_FAILED) -> float:
+    """The mean of a row's six LRA tasks, a failed one (``None``) counting ``failed``."""
+    values = [failed if row[t] is None else row[t] for t in LRA_TASKS]
+    return sum(values) / len(values)
+
+
+def _row(rows: list[dict[str, Any]], model: str) -> dict[str, Any]:
+    matches = [r for r in rows if r.get("model") == model]
+    if len(matches) != 1:
+        models = [r.get("model") for r in rows]
+        raise ValueError(f"model must name exactly one row among {models}, got {model!r}")
+    return matches[0]
+
+
+def lra_gain(rows: list[dict[str, Any]], old: str, new: str) -> dict[str, Any]:
+    """Gains of model ``new`` over model ``old``, in accuracy points, rounded to 2 decimals
+    (the tables' precision): ``{"avg": ..., "tasks": {task: gain or None}, "largest": task}``.
+
+    A task failed by either model has gain ``None``; ``largest`` is the task of the largest
+    gain among the others.
+    """
+    a, b = _row(rows, old), _row(rows, new)
+    tasks = {t: None if a[t] is None or b[t] is None else round(b[t] - a[t], 2) for t in LRA_TASKS}
+    known = {t: g for t, g in tasks.items() if g is not None}
+    return {
+        "old": old,
+        "new": new,
+        "avg": round(b["avg"] - a["avg"], 2),
+        "tasks": tasks,
+        "largest": max(known, key=known.get) if known else None,
+    }
