@@ -5,7 +5,7 @@ mapping a batch of a :class:`~ssm.data.SequenceDataset` (``(B, L)`` int64 tokens
 ``(B, L, d_input)`` features) to logits, ``(B, C)`` for targets per sequence or ``(B, L, C)``
 for targets per step (:data:`~ssm.data.IGNORE` where a step is not scored). The optimizer
 follows the S4 convention (Gu, Goel, Ré 2022, *Efficiently Modeling Long Sequences with
-Structured State Spaces*, arXiv 2111.00396v3, App. D): the SSM parameters, which each layer
+Structured State Spaces*, arXiv 2111.00396, App. D): the SSM parameters, which each layer
 marks with :func:`ssm.layers.register`, get their own learning rate and no weight decay.
 
 Under ``torchrun`` (a process group initialized by the caller, as ``python -m ssm.experiments``
@@ -13,7 +13,8 @@ does) the same call trains data-parallel: ``batch_size`` stays the global batch,
 averaged by ``DistributedDataParallel`` and the metrics are summed over the processes, so one
 process and several give the same run up to the order of float summation.
 
-Dimension letters: B batch, L length, C classes.
+Chapter 2 (S4 v2: the HiPPO ablations and the reduced Long Range Arena) is the first to train
+with it. Dimension letters: B batch, L length, C classes.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class History:
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """The AdamW parameter groups of ``model`` (trainable parameters only, each once).
 
-    Following S4 (Gu, Goel, Ré 2022, arXiv 2111.00396v3, App. D), the SSM parameters, as
+    Following S4 (Gu, Goel, Ré 2022, arXiv 2111.00396, App. D), the SSM parameters, as
     marked by :func:`ssm.layers.register`, train with ``cfg.ssm_lr`` and no weight decay;
     the other parameters with fewer than two dimensions (biases, norm scales) with ``cfg.lr``
     and no weight decay; the rest (matrices, embeddings) with ``cfg.lr`` and
@@ -238,7 +239,7 @@ def _scores(
     """Summed cross-entropy, number of scored targets and number of correct predictions."""
     scored = targets != IGNORE  # (B,) or (B, L)
     loss = _loss_sum(logits, targets)
-    correct = ((logits.argmax(-1) == targets) & scored).sum()
+    correct = ((logits.float().argmax(-1) == targets) & scored).sum()
     return loss, scored.sum(), correct
 
 
@@ -527,8 +528,9 @@ def train(
     - at the first step where the loss or a gradient is not finite, a :class:`NonFiniteError`
       naming the step and the first such parameter; else the gradients clipped to a global
       norm of ``cfg.grad_clip``;
-    - AdamW with the groups of :func:`param_groups`, each at its peak learning rate times
-      :func:`lr_factor` (warm-up, then cosine).
+    - AdamW (Loshchilov & Hutter 2019, arXiv 1711.05101) with the groups of
+      :func:`param_groups`, each at its peak learning rate times :func:`lr_factor` (warm-up,
+      then cosine).
 
     Every ``cfg.eval_every`` steps and after the last, :func:`evaluate` on ``val_set`` adds a
     record to the :class:`History`. With ``checkpoint`` (a file path), the model, optimizer,
@@ -564,6 +566,11 @@ def train(
         return _loop(model, train_set, val_set, cfg, dev, optimizer, scheduler, progress, path)
 
 
+def _due(step: int, every: int, last: bool) -> bool:
+    """Whether something done every ``every`` steps (``0``: at the end only) is due now."""
+    return last or (every > 0 and step % every == 0)
+
+
 def _loop(
     model: nn.Module, train_set: SequenceDataset, val_set: SequenceDataset, cfg: TrainConfig,
     dev: torch.device, optimizer: torch.optim.Optimizer, scheduler: LambdaLR,
@@ -596,15 +603,14 @@ def _loop(
                 progress.loss_steps += 1
                 bar.update()
                 last = progress.step == cfg.steps
-                if last or (cfg.eval_every and progress.step % cfg.eval_every == 0):
+                if _due(progress.step, cfg.eval_every, last):
                     progress.records.append(_record(model, val_set, cfg, progress, start))
                     r = progress.records[-1]
                     bar.set_postfix(loss=f"{r['train_loss']:.3f}", acc=f"{r['val_accuracy']:.3f}")
-                every = cfg.checkpoint_every
                 if (
                     path is not None
                     and rank == 0
-                    and (last or (every and progress.step % every == 0))
+                    and _due(progress.step, cfg.checkpoint_every, last)
                 ):
                     progress.elapsed_s = time.perf_counter() - start
                     _save(path, model, optimizer, scheduler, progress, cfg, dev)
