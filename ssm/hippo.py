@@ -189,10 +189,12 @@ def basis(measure: str, N: int, t: object, *, scale: float = 1.0) -> torch.Tenso
 
     HTTYH (arXiv:2206.12037v2), Definition 1: the impulse responses of the coordinates of the
     state, computed from :func:`transition` with matrix exponentials (``torch.linalg.matrix_exp``
-    on the grid). Scaling the SSM by ``c`` gives ``c·K_n(c·t)``: ``scale=2`` puts LegT and FouT on
-    the window ``[0, 1]`` of the paper's figure (the S4 code's matrices span ``[0, 2]``). On a
-    uniform grid the exponentials are shared, ``exp((t₀ + (jb + i)Δ)A) = exp(iΔA) exp((t₀ + jbΔ)A)``
-    with ``b ≈ √len(t)``, so only about ``2√len(t)`` are computed.
+    at each time). Scaling the SSM by ``c`` gives ``c·K_n(c·t)``: ``scale=2`` puts LegT and FouT
+    on the window ``[0, 1]`` of the paper's figure (the S4 code's matrices span ``[0, 2]``). On a
+    uniform grid ``t_k = t₀ + kΔ`` (longer than 16) the exponentials are shared instead:
+    ``exp(t_{jb+i} A) B = exp(iΔA) · exp(bΔA)^j · exp(t₀A) B`` with ``b ≈ √len(t)``: about
+    ``√len(t)`` exponentials of short times (cheap: few squarings) and as many matrix-vector
+    products replace one exponential per time.
 
     Args:
         measure: ``"legs"``, ``"legt"``, ``"lagt"`` or ``"fout"``.
@@ -212,10 +214,12 @@ def basis(measure: str, N: int, t: object, *, scale: float = 1.0) -> torch.Tenso
     if T > 16 and step is not None and step > 0:
         b = math.isqrt(T - 1) + 1
         offsets = step * torch.arange(b, dtype=A.dtype)  # (b)
-        inner = torch.linalg.matrix_exp(offsets[:, None, None] * A)  # (b N N)
-        starts = times[0] + step * b * torch.arange(-(-T // b), dtype=A.dtype)  # (J)
-        outer = torch.linalg.matrix_exp(starts[:, None, None] * A) @ B  # (J N)
-        K = torch.einsum("inm,jm->jin", inner, outer).reshape(-1, N)[:T]  # (T N)
+        inner = torch.linalg.matrix_exp(offsets[:, None, None] * A)  # exp(iΔA), i < b: (b N N)
+        jump = torch.linalg.matrix_exp(step * b * A)  # (N N)
+        outer = [torch.linalg.matrix_exp(times[0] * A) @ B]  # exp((t₀ + jbΔ)A) B: (N)
+        for _ in range(-(-T // b) - 1):
+            outer.append(jump @ outer[-1])
+        K = torch.einsum("inm,jm->jin", inner, torch.stack(outer)).reshape(-1, N)[:T]  # (T N)
     else:
         K = torch.linalg.matrix_exp(times[:, None, None] * A) @ B  # (T N)
     return K.T.contiguous()
