@@ -108,7 +108,16 @@ def _non_negative_int(name: str, value: object) -> None:
 
 class NonFiniteError(RuntimeError):
     """Training met a loss or a gradient that is not finite; the message names the step and
-    the first parameter whose gradient is not finite (or says the loss itself was)."""
+    the first parameter whose gradient is not finite (or says the loss itself was).
+
+    ``step`` is that step; ``history`` (set by :func:`train`) holds the evaluations before it,
+    so that a caller can report a diverged run instead of losing it.
+    """
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+        self.history = History()
 
 
 @dataclasses.dataclass
@@ -424,15 +433,16 @@ def _nonfinite(step: int, loss: torch.Tensor, model: nn.Module) -> NonFiniteErro
     qualified name) whose gradient is not finite."""
     hint = "lower lr or ssm_lr, clip gradients (grad_clip) or check the data"
     if not torch.isfinite(loss):
-        return NonFiniteError(f"step {step}: the loss itself is {loss.item()}; {hint}")
+        return NonFiniteError(f"step {step}: the loss itself is {loss.item()}; {hint}", step)
     for name, p in model.named_parameters():
         if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
             return NonFiniteError(
                 f"step {step}: the gradient of parameter {name!r} is not finite (the loss is "
-                f"{loss.item():.4g}); {hint}"
+                f"{loss.item():.4g}); {hint}",
+                step,
             )
     return NonFiniteError(
-        f"step {step}: every gradient is finite but their global norm overflows; {hint}"
+        f"step {step}: every gradient is finite but their global norm overflows; {hint}", step
     )
 
 
@@ -619,6 +629,9 @@ def _loop(
             else:
                 progress.epoch += 1
                 progress.position = 0
+    except NonFiniteError as error:
+        error.history = History(records=list(progress.records))
+        raise
     finally:
         bar.close()
     return History(records=list(progress.records))

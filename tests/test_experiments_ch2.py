@@ -143,3 +143,15 @@ def test_unknown_data_source_and_layer_kind_are_refused():
     assert dataclasses.asdict(layer_config(layer_dict("s4", S4Config(l_max=4)))) == (
         dataclasses.asdict(S4Config(l_max=4))
     )
+
+
+def test_a_diverged_run_is_reported_last_and_marked():
+    results = fake_results(ACC)
+    run = next(r for r in results["runs"] if r["init"] == "legs" and r["train_A"])
+    run["diverged"] = {"step": 70, "message": "step 70: the loss itself is nan"}
+    assert hippo_ablation.ordering(results, "dense", True)[-1] == "HiPPO-LegS"
+    row = next(line for line in hippo_ablation.summary(results).splitlines() if "LegS" in line)
+    assert row.split()[1] == "div"
+    fig = hippo_ablation.plot(results)
+    crosses = [line for line in fig.axes[0].get_lines() if line.get_marker() == "x"]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [70]

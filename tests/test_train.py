@@ -350,6 +350,14 @@ def test_a_non_finite_gradient_names_the_step_and_the_parameter():
     assert not torch.are_deterministic_algorithms_enabled()
 
 
+def test_a_non_finite_error_keeps_the_step_and_the_evaluations_before_it():
+    data = token_task(40)
+    with pytest.raises(NonFiniteError) as caught:
+        train(Blowing(at=5), data, data, quick(eval_every=2))
+    assert caught.value.step == 5
+    assert [r["step"] for r in caught.value.history.records] == [2, 4]
+
+
 def test_a_non_finite_loss_is_named_as_such():
     data = token_task(40)
     with pytest.raises(NonFiniteError, match=r"step 2: the loss itself"):

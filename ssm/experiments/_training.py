@@ -67,16 +67,26 @@ def fit(
 ) -> dict[str, Any]:
     """Train one model of the shared backbone on ``train_set``; return its history and size.
 
-    Returns ``{"history": [records], "final": record, "parameters": {...}, "wall_s": seconds}``
-    where a record is ``{"step", "train_loss", "val_loss", "val_accuracy", "lr", "elapsed_s"}``.
+    Returns ``{"history": [records], "final": record, "parameters": {...}, "wall_s": seconds,
+    "diverged": None}`` where a record is ``{"step", "train_loss", "val_loss", "val_accuracy",
+    "lr", "elapsed_s"}``. A run whose loss or gradients stop being finite is a result too (an
+    unstable parameterization is what some ablations show): it ends there, ``diverged`` holds
+    the step and the message, and ``final`` is its last evaluation (chance level, ``None``
+    accuracy, if there was none).
     """
     cfg = train.TrainConfig(**training)
     model = Backbone.for_data(BackboneConfig(**backbone), layer_config(layer), train_set)
     start = time.perf_counter()
-    history = train.train(model, train_set, val_set, cfg)
+    diverged = None
+    try:
+        history = train.train(model, train_set, val_set, cfg)
+    except train.NonFiniteError as error:
+        history, diverged = error.history, {"step": error.step, "message": str(error)}
+    records = history.as_dict()["records"]
     return {
-        "history": history.as_dict()["records"],
-        "final": history.final,
+        "history": records,
+        "final": records[-1] if records else {"step": 0, "val_accuracy": None},
         "parameters": parameter_count(model),
         "wall_s": time.perf_counter() - start,
+        "diverged": diverged,
     }

@@ -53,7 +53,9 @@ def config(profile: str = "ci") -> dict[str, Any]:
         steps=200 if ci else 2000,
         batch_size=32 if ci else 64,
         lr=4e-3,
-        ssm_lr=1e-3,
+        # A dense trained A at L = 1024 drifts unstable at S4's 1e-3 (a diverged run is
+        # recorded as such): the full profile trains the SSM parameters ten times slower.
+        ssm_lr=1e-3 if ci else 1e-4,
         weight_decay=0.01,
         warmup_steps=20 if ci else 200,
         eval_every=25 if ci else 100,
@@ -103,30 +105,42 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def final_accuracy(results: dict[str, Any]) -> dict[tuple[str, bool], float]:
-    """Validation accuracy at the end of each run, by ``(label, train_A)``."""
-    return {(r["label"], r["train_A"]): r["final"]["val_accuracy"] for r in results["runs"]}
+def final_accuracy(results: dict[str, Any]) -> dict[tuple[str, bool], float | None]:
+    """Validation accuracy at the end of each run, by ``(label, train_A)``; ``None`` for a run
+    that diverged (its loss stopped being finite)."""
+    return {
+        (r["label"], r["train_A"]): None if r.get("diverged") else r["final"]["val_accuracy"]
+        for r in results["runs"]
+    }
 
 
 def ordering(results: dict[str, Any], parameterization: str, train_A: bool) -> list[str]:
-    """Labels of one panel's runs, best final validation accuracy first."""
+    """Labels of one panel's runs, best final validation accuracy first, diverged runs last."""
+    acc = final_accuracy(results)
     runs = [
-        r
+        r["label"]
         for r in results["runs"]
         if r["parameterization"] == parameterization and r["train_A"] == train_A
     ]
-    return [r["label"] for r in sorted(runs, key=lambda r: -r["final"]["val_accuracy"])]
+    return sorted(
+        runs, key=lambda label: -1.0 if acc[label, train_A] is None else -acc[label, train_A]
+    )
 
 
 def summary(results: dict[str, Any]) -> str:
-    """Final validation accuracy (%) of every run, A trained and frozen, to one decimal."""
+    """Final validation accuracy (%) of every run, A trained and frozen, to one decimal
+    ("div" for a run that diverged; the step is in its record)."""
     acc = final_accuracy(results)
+
+    def cell(value: float | None, width: int) -> str:
+        return f"{'div':>{width}}" if value is None else f"{100 * value:>{width}.1f}"
+
     labels = list(dict.fromkeys(r["label"] for r in results["runs"]))
     params = {r["label"]: r["parameters"]["total"] for r in results["runs"]}
     lines = [f"{'initialization of A':<20} {'trained':>8} {'frozen':>7} {'parameters':>11}"]
     for label in labels:
         lines.append(
-            f"{label:<20} {100 * acc[label, True]:>8.1f} {100 * acc[label, False]:>7.1f} "
+            f"{label:<20} {cell(acc[label, True], 8)} {cell(acc[label, False], 7)} "
             f"{params[label]:>11,}"
         )
     return "\n".join(lines)
@@ -150,6 +164,9 @@ def plot(results: dict[str, Any]):
                 ls="-" if r["train_A"] else "--",
                 label=f"{r['label']}, A {'trained' if r['train_A'] else 'frozen'}",
             )
+            if r.get("diverged"):  # a cross where the loss stopped being finite
+                ax.plot([r["diverged"]["step"]], [acc[-1] if acc else 0.0], "x",
+                        color=color[r["label"]], ms=7, mew=2)  # fmt: skip
         plotting.label(ax, "training step", None, title)
         ax.legend(fontsize="x-small", loc="lower right")
     np.ravel(axes)[0].set_ylabel("validation accuracy (%)")
