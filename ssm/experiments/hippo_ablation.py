@@ -123,7 +123,7 @@ def ordering(results: dict[str, Any], parameterization: str, train_A: bool) -> l
         if r["parameterization"] == parameterization and r["train_A"] == train_A
     ]
     return sorted(
-        runs, key=lambda label: -1.0 if acc[label, train_A] is None else -acc[label, train_A]
+        runs, key=lambda label: 1.0 if acc[label, train_A] is None else -acc[label, train_A]
     )
 
 
