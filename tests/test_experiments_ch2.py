@@ -103,9 +103,9 @@ def test_ordering_sorts_each_panel_by_final_accuracy():
 
 def test_summary_has_one_row_per_initialization_with_both_accuracies():
     lines = hippo_ablation.summary(fake_results(ACC)).splitlines()
-    assert len(lines) == 1 + len(hippo_ablation.INITS)
+    assert len(lines) == 2 + len(hippo_ablation.INITS)
     row = next(line for line in lines if line.startswith("random dense"))
-    assert row.split()[2:4] == ["59.0", "45.0"]
+    assert row.split()[2:] == ["59.0", "45.0", "1,590", "1,450"]
 
 
 def test_ablation_plot_draws_every_run_in_its_panel():

@@ -136,14 +136,17 @@ def summary(results: dict[str, Any]) -> str:
         return f"{'div':>{width}}" if value is None else f"{100 * value:>{width}.1f}"
 
     labels = list(dict.fromkeys(r["label"] for r in results["runs"]))
-    params = {r["label"]: r["parameters"]["total"] for r in results["runs"]}
-    lines = [f"{'initialization of A':<20} {'trained':>8} {'frozen':>7} {'parameters':>11}"]
+    params = {(r["label"], r["train_A"]): r["parameters"]["total"] for r in results["runs"]}
+    lines = [
+        f"{'':<20} {'accuracy (%)':^16} {'trained parameters':^21}",
+        f"{'initialization of A':<20} {'trained':>8} {'frozen':>7} {'A trained':>10} {'frozen':>10}",
+    ]
     for label in labels:
         lines.append(
             f"{label:<20} {cell(acc[label, True], 8)} {cell(acc[label, False], 7)} "
-            f"{params[label]:>11,}"
+            f"{params[label, True]:>10,} {params[label, False]:>10,}"
         )
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 @plotting.styled

@@ -1,0 +1,33 @@
+"""Every stored full-profile record still matches its experiment's current ``full`` config.
+
+A record in ``data/results`` is plotted by its chapter as the ``full`` run of the experiment;
+once the experiment's ``full`` config changes, the record no longer describes it and must be
+rerun (``python -m ssm.experiments NAME --profile full`` on a GPU).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ssm.experiments import available, get
+from ssm.experiments._results import PROVENANCE_KEYS, RESULTS_DIR, config_hash
+
+RECORDS = sorted(RESULTS_DIR.glob("*.json"))
+
+
+def test_there_are_stored_records():
+    assert len(RECORDS) >= 4
+
+
+@pytest.mark.parametrize("path", RECORDS, ids=[p.stem for p in RECORDS])
+def test_a_stored_record_matches_the_current_full_config(path):
+    record = json.loads(path.read_text())
+    assert record["experiment"] == path.stem in available()
+    assert set(PROVENANCE_KEYS) <= set(record["provenance"])
+    current = config_hash(get(path.stem).config(record["profile"]))
+    assert record["provenance"]["config_hash"] == current, (
+        f"{path.name} was run with another config; rerun "
+        f"`python -m ssm.experiments {path.stem} --profile full` on a GPU"
+    )
