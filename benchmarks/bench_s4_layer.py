@@ -428,7 +428,7 @@ def _versions(device: str) -> dict:
 
 def _out_file(out: str) -> Path:
     path = Path(out)
-    return path if path.suffix == ".json" else path / "bench_s4_layer.json"
+    return path if path.suffix == ".json" else path / "s4_layer.json"
 
 
 def _table(cases: list[dict]) -> str:
@@ -461,8 +461,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--out",
-        default="data/bench/bench_s4_layer.json",
-        help="a .json file, or a folder for bench_s4_layer.json",
+        default="data/bench/s4_layer.json",
+        help="a .json file, or a folder for s4_layer.json",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
     parser.add_argument("--commit", default=None, help="default: $SSM_COMMIT, else git HEAD")

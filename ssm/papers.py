@@ -117,3 +117,42 @@ def lra_gain(rows: list[dict[str, Any]], old: str, new: str) -> dict[str, Any]:
         "tasks": tasks,
         "largest": max(known, key=known.get) if known else None,
     }
+
+
+#: Column headings of the LRA tasks in printed tables.
+LRA_HEADINGS = {
+    "listops": "ListOps",
+    "text": "Text",
+    "retrieval": "Retr.",
+    "image": "Image",
+    "pathfinder": "Pathf.",
+    "pathx": "Path-X",
+}
+
+
+def format_lra(rows: list[dict[str, Any]]) -> str:
+    """An LRA table as text: one line per model (``✗`` for a failed task), then the sources,
+    numbered as the ``[n]`` at the end of each line."""
+    sources = list(dict.fromkeys(cite(r) for r in rows))
+    head = f"{'model':<18}" + "".join(f"{LRA_HEADINGS[t]:>8}" for t in LRA_TASKS) + f"{'avg':>8}"
+    lines = [head]
+    for r in rows:
+        cells = "".join(f"{FAILED:>8}" if r[t] is None else f"{r[t]:>8.2f}" for t in LRA_TASKS)
+        lines.append(
+            f"{r['model']:<18}{cells}{r['avg']:>8.2f}  [{sources.index(cite(r)) + 1}] {r['trust']}"
+        )
+    lines.append("")
+    lines += [f"[{i}] {s}" for i, s in enumerate(sources, 1)]
+    return "\n".join(lines)
+
+
+def format_gain(gain: dict[str, Any]) -> str:
+    """The result of :func:`lra_gain` as text: the average gain, then the gain per task."""
+    tasks = ", ".join(
+        f"{LRA_HEADINGS[t]} {'n/a' if g is None else f'{g:+.2f}'}" for t, g in gain["tasks"].items()
+    )
+    return (
+        f"{gain['new']} over {gain['old']}: average {gain['avg']:+.2f} points\n"
+        f"per task: {tasks}\n"
+        f"largest gain: {LRA_HEADINGS[gain['largest']]}"
+    )

@@ -28,11 +28,18 @@ from matplotlib.testing.exceptions import ImageComparisonFailure
 from ssm import plotting
 from ssm.experiments import (
     discretization,
+    hippo_ablation,
     hippo_memory,
+    httyh_basis,
     kernel_benchmarks,
     kernel_check,
     kernel_explorer,
+    lra_samples,
+    mini_lra,
     s4_kernel,
+    s4_layer_speed,
+    stored,
+    timescale,
     views,
 )
 
@@ -61,6 +68,12 @@ def results(name: str) -> dict[str, Any]:
         "kernel_explorer": kernel_explorer,
         "s4_kernel": s4_kernel,
         "views": views,
+        "lra_samples": lra_samples,
+        "hippo_ablation": hippo_ablation,
+        "httyh_basis": httyh_basis,
+        "timescale": timescale,
+        "mini_lra": mini_lra,
+        "s4_layer_speed": s4_layer_speed,
     }[name]
     return module.run(module.config("ci") | NO_TIMINGS.get(name, {}))
 
@@ -81,6 +94,16 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     "kernel_benchmarks_bandwidth": lambda: kernel_benchmarks.plot_bandwidth(
         results("kernel_benchmarks")
     ),
+    "lra_samples": lambda: lra_samples.plot(results("lra_samples")),
+    "hippo_ablation": lambda: hippo_ablation.plot(results("hippo_ablation")),
+    "hippo_ablation_full": lambda: hippo_ablation.plot(stored("hippo_ablation")["results"]),
+    "httyh_basis": lambda: httyh_basis.plot(results("httyh_basis")),
+    "httyh_reconstruction": lambda: httyh_basis.plot_reconstruction(results("httyh_basis")),
+    "timescale": lambda: timescale.plot(results("timescale")),
+    "timescale_twin": lambda: timescale.static_twin(results("timescale")),
+    "mini_lra": lambda: mini_lra.plot(results("mini_lra")),
+    "mini_lra_full": lambda: mini_lra.plot(stored("mini_lra")["results"]),
+    "s4_layer_speed": lambda: s4_layer_speed.plot(results("s4_layer_speed")),
 }
 
 

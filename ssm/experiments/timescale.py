@@ -153,6 +153,10 @@ def widget(results: dict[str, Any]) -> Any:
     """A slider over ``log10 Δ`` (the stored grid) that redraws the kernel (ipywidgets)."""
     import ipywidgets
 
+    class TimescaleExplorer(ipywidgets.VBox):
+        def __repr__(self) -> str:  # short and stable: the notebooks' tests compare it
+            return f"TimescaleExplorer(log10 Δ = {slider.value:.2f})"
+
     cfg = results["config"]
     keys = np.asarray(results["kernel_log10_dt"])
     steps = np.diff(dt_grid(cfg))
@@ -172,4 +176,4 @@ def widget(results: dict[str, Any]) -> Any:
 
     slider.observe(draw, names="value")
     draw()
-    return ipywidgets.VBox([slider, image])
+    return TimescaleExplorer([slider, image])
