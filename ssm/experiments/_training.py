@@ -14,6 +14,8 @@ import dataclasses
 import time
 from typing import Any
 
+import torch
+
 from .. import data, tasks, train
 from ..layers import Backbone, BackboneConfig, S4Config, parameter_count
 
@@ -75,6 +77,7 @@ def fit(
     accuracy, if there was none).
     """
     cfg = train.TrainConfig(**training)
+    torch.manual_seed(cfg.seed)  # the initialization too, whatever ran before in the process
     model = Backbone.for_data(BackboneConfig(**backbone), layer_config(layer), train_set)
     start = time.perf_counter()
     diverged = None
