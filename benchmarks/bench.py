@@ -17,9 +17,7 @@ import argparse
 import datetime
 import json
 import math
-import os
 import platform
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from anchors import (
     import_mamba_submodules,
     import_mambapy_pscan,
 )
+from provenance import git_commit
 from triton.testing import do_bench
 
 from ssm.ops.cauchy import cauchy, cauchy_ref
@@ -516,18 +515,6 @@ def bench_decode(anchors: dict, bw: float, quick: bool) -> list[dict]:
 def _s4d_step_torch(s, u, Ab, Bb, C):
     s.mul_(Ab).add_(Bb * u[..., None])
     return 2 * (s * C).sum(-1).real + u
-
-
-def git_commit() -> str:
-    """The commit benchmarked: ``SSM_COMMIT`` when set (a copy of the tree may have no .git)."""
-    if os.environ.get("SSM_COMMIT"):
-        return os.environ["SSM_COMMIT"]
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

@@ -27,10 +27,8 @@ import argparse
 import datetime
 import importlib.util
 import json
-import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +43,9 @@ from torch import nn
 from ssm.layers import Backbone, BackboneConfig, S4Config
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # anchors.py, beside this file
+sys.path.insert(0, str(HERE))  # anchors.py and provenance.py, beside this file
+
+from provenance import git_commit  # noqa: E402 (found through the path just set)
 
 OURS, THEIRS = "ssm S4", "S4 authors' S4Block"
 
@@ -393,21 +393,6 @@ def equivalence(theirs: nn.Module, H: int, N: int, L: int, x: torch.Tensor, devi
 # --------------------------------------------------------------------------- main
 
 
-def git_commit(arg: str | None) -> str:
-    """``--commit``, else ``SSM_COMMIT``, else ``git rev-parse HEAD`` (a copy of the tree on
-    the GPU machine may have no .git, or a stale one)."""
-    if arg:
-        return arg
-    if os.environ.get("SSM_COMMIT"):
-        return os.environ["SSM_COMMIT"]
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _versions(device: str) -> dict:
     meta = {
         "torch": torch.__version__,
@@ -505,7 +490,7 @@ def main() -> None:
         ref = HERE.parent / ref  # relative to the repository root
     meta = _versions(device) | {
         "benchmark": "S4 layer training throughput",
-        "commit": git_commit(args.commit),
+        "commit": args.commit or git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "smoke": args.smoke,
         "timer": timer.how,

@@ -49,3 +49,13 @@ def device(pytestconfig: pytest.Config) -> torch.device:
 def on_gpu(device: torch.device) -> bool:
     """Whether the kernels run compiled on a GPU (real sizes) rather than interpreted."""
     return device.type == "cuda"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of many tiny ops (``pytest.mark.usefixtures``): more
+    threads only contend with each other, and with other processes, on a small machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

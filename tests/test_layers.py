@@ -14,13 +14,7 @@ from ssm.layers import Backbone, BackboneConfig, S4Config, parameter_count
 D, L, VOCAB, FEATURES, CLASSES = 8, 20, 5, 3, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many tiny ops: more threads only contend with each other (and with other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def s4_config(**kw) -> S4Config:

@@ -19,13 +19,7 @@ DTYPES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many tiny ops: more threads only contend with each other (and with other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def layer(parameterization="nplr", init="legs", *, H=3, N=8, l_max=24, dtype=torch.float64, **kw):
