@@ -50,6 +50,7 @@ __all__ = [
     "evaluate",
     "lr_factor",
     "param_groups",
+    "seed_all",
     "train",
 ]
 
@@ -324,7 +325,8 @@ def _deterministic(enabled: bool, dev: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark = benchmark
 
 
-def _seed(seed: int) -> None:
+def seed_all(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global random states with ``seed``."""
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 (the global state, for code that uses it)
     torch.manual_seed(seed)
@@ -564,7 +566,7 @@ def train(
         raise ValueError("resume=True needs the checkpoint path to resume from")
     dev = _device(cfg)
     with _deterministic(cfg.deterministic, dev):
-        _seed(cfg.seed)
+        seed_all(cfg.seed)
         model.to(dev)
         optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
         scheduler = LambdaLR(optimizer, _Schedule(dataclasses.asdict(cfg)))

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..train import seed_all
 from . import PROFILES
 
 T = TypeVar("T")
@@ -25,9 +24,7 @@ def check_profile(profile: str) -> str:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a torch generator seeded with ``seed``."""
-    random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 (the global state, for code that uses it)
-    torch.manual_seed(seed)
+    seed_all(seed)
     return torch.Generator().manual_seed(seed)
 
 
