@@ -7,9 +7,21 @@ repository; ``S``: restated by another paper). It is read through
 ``ssm/_data/papers``. Cells are typed on reading: numbers become floats, ``✗`` (the source
 marks the run failed or out of memory) and empty cells become ``None``, the rest stays text.
 
-Tables: ``s4_lra`` (Long Range Arena accuracies of S4 v1 and v2, S4-FouT, S4-LegS/FouT and the
-Transformer) and ``s4_hippo_ablation`` (S4's HiPPO ablations on sCIFAR, Figs. 3 and 4 read off
-the plots, and the statements of its Section 4.4). Chapter *S4 v2: how to train your HiPPO*.
+Tables:
+
+* ``s4_lra`` (Long Range Arena accuracies of S4 v1 and v2, S4-FouT, S4-LegS/FouT and the
+  Transformer) and ``s4_hippo_ablation`` (S4's HiPPO ablations on sCIFAR, Figs. 3 and 4 read off
+  the plots, and the statements of its Section 4.4). Chapter *S4 v2: how to train your HiPPO*.
+* ``dss_lra`` (DSS Table 1: S4 as run by the DSS authors, DSS-softmax, DSS-exp, DSS-exp without
+  scaling; and the DSS repository's README row) and ``dss_speech`` (DSS Table 2: Speech Commands
+  on raw audio and on MFCC features). Chapter *DSS*.
+* ``s4d_ablations`` (S4D Table 2: softmax vs Vandermonde kernel x trained vs frozen B, and
+  bilinear vs ZOH x the constraint on Re(A), on sCIFAR, Speech Commands and BIDMC) and
+  ``s4d_lra`` (Long Range Arena accuracies of S4D-LegS, S4D-Inv, S4D-Lin and S4-LegS, as restated
+  by arXiv 2508.20441). Chapter *S4D*.
+
+A row's ``avg`` is the average its source prints, or, where its note says so, the mean of its
+six tasks computed here; it is ``None`` where the row has a failed task and no printed average.
 """
 
 from __future__ import annotations
@@ -42,6 +54,18 @@ REFERENCES: dict[str, tuple[str, str, int, str]] = {
         "How to Train Your HiPPO: State Space Models with Generalized Orthogonal Basis Projections",
         2023,
         "2206.12037",
+    ),
+    "gupta2022dss": (
+        "Gupta, Gu, Berant",
+        "Diagonal State Spaces are as Effective as Structured State Spaces",
+        2022,
+        "2203.14343",
+    ),
+    "gu2022s4d": (
+        "Gu, Gupta, Goel, Ré",
+        "On the Parameterization and Initialization of Diagonal State Space Models",
+        2022,
+        "2206.11893",
     ),
     "tay2021lra": (
         "Tay, Dehghani, Abnar, Shen, Bahri, Pham, Rao, Yang, Ruder, Metzler",
@@ -104,8 +128,8 @@ def lra_gain(rows: list[dict[str, Any]], old: str, new: str) -> dict[str, Any]:
     """Gains of model ``new`` over model ``old``, in accuracy points, rounded to 2 decimals
     (the tables' precision): ``{"avg": ..., "tasks": {task: gain or None}, "largest": task}``.
 
-    A task failed by either model has gain ``None``; ``largest`` is the task of the largest
-    gain among the others.
+    A task failed by either model has gain ``None``, and so has ``avg`` where either row has no
+    average; ``largest`` is the task of the largest gain among the others.
     """
     a, b = _row(rows, old), _row(rows, new)
     tasks = {t: None if a[t] is None or b[t] is None else round(b[t] - a[t], 2) for t in LRA_TASKS}
@@ -113,7 +137,7 @@ def lra_gain(rows: list[dict[str, Any]], old: str, new: str) -> dict[str, Any]:
     return {
         "old": old,
         "new": new,
-        "avg": round(b["avg"] - a["avg"], 2),
+        "avg": None if a["avg"] is None or b["avg"] is None else round(b["avg"] - a["avg"], 2),
         "tasks": tasks,
         "largest": max(known, key=known.get) if known else None,
     }
@@ -131,15 +155,18 @@ LRA_HEADINGS = {
 
 
 def format_lra(rows: list[dict[str, Any]]) -> str:
-    """An LRA table as text: one line per model (``✗`` for a failed task), then the sources,
-    numbered as the ``[n]`` at the end of each line."""
+    """An LRA table as text: one line per model (``✗`` for a failed task, ``n/a`` for a missing
+    average), then the sources, numbered as the ``[n]`` at the end of each line."""
     sources = list(dict.fromkeys(cite(r) for r in rows))
-    head = f"{'model':<18}" + "".join(f"{LRA_HEADINGS[t]:>8}" for t in LRA_TASKS) + f"{'avg':>8}"
+    width = max([18] + [len(r["model"]) + 2 for r in rows])
+    head = f"{'model':<{width}}" + "".join(f"{LRA_HEADINGS[t]:>8}" for t in LRA_TASKS)
+    head += f"{'avg':>8}"
     lines = [head]
     for r in rows:
         cells = "".join(f"{FAILED:>8}" if r[t] is None else f"{r[t]:>8.2f}" for t in LRA_TASKS)
+        avg = "n/a" if r["avg"] is None else f"{r['avg']:.2f}"
         lines.append(
-            f"{r['model']:<18}{cells}{r['avg']:>8.2f}  [{sources.index(cite(r)) + 1}] {r['trust']}"
+            f"{r['model']:<{width}}{cells}{avg:>8}  [{sources.index(cite(r)) + 1}] {r['trust']}"
         )
     lines.append("")
     lines += [f"[{i}] {s}" for i, s in enumerate(sources, 1)]
@@ -151,8 +178,9 @@ def format_gain(gain: dict[str, Any]) -> str:
     tasks = ", ".join(
         f"{LRA_HEADINGS[t]} {'n/a' if g is None else f'{g:+.2f}'}" for t, g in gain["tasks"].items()
     )
+    avg = "n/a" if gain["avg"] is None else f"{gain['avg']:+.2f} points"
     return (
-        f"{gain['new']} over {gain['old']}: average {gain['avg']:+.2f} points\n"
+        f"{gain['new']} over {gain['old']}: average {avg}\n"
         f"per task: {tasks}\n"
         f"largest gain: {LRA_HEADINGS[gain['largest']]}"
     )
