@@ -5,7 +5,8 @@ Functional core (float64-exact references):
 - :func:`ssm.discretize` — continuous ``(A, B)`` to discrete ``(Ā, B̄)``;
 - :func:`ssm.ssm_kernel`, :func:`ssm.recurrence`, :func:`ssm.fft_conv` — the convolutional and
   recurrent views of a discrete SSM;
-- :func:`ssm.s4_kernel`, :func:`ssm.s4d_kernel` — structured kernels;
+- :func:`ssm.s4_kernel`, :func:`ssm.s4d_kernel`, :func:`ssm.dss_kernel` — structured kernels
+  (and :func:`ssm.dss_recurrence`, DSS's recurrent view);
 - :mod:`ssm.hippo` — HiPPO operators and their normal-plus-low-rank form.
 
 Accelerated ops (a PyTorch reference and a Triton kernel each, chosen per call by
@@ -17,20 +18,22 @@ Vandermonde and Cauchy kernels, the long convolution and the S4D decoding step.
 from . import hippo
 from .conv import causal_conv, fft_conv
 from .discretize import discretize
-from .kernels import s4_kernel, s4d_kernel, ssm_kernel
+from .kernels import dss_kernel, s4_kernel, s4d_kernel, ssm_kernel
 from .ops.cauchy import cauchy
 from .ops.fftconv import FFTConvKernel, fftconv, kernel_fft
 from .ops.s4d_step import s4d_prefill, s4d_step
 from .ops.selective_scan import selective_scan, selective_state_update
 from .ops.ssd import ssd, ssd_state_update
 from .ops.vandermonde import vandermonde, vandermonde_transpose
-from .scan import recurrence
+from .scan import dss_recurrence, recurrence
 
 __all__ = [
     "FFTConvKernel",
     "cauchy",
     "causal_conv",
     "discretize",
+    "dss_kernel",
+    "dss_recurrence",
     "fft_conv",
     "fftconv",
     "hippo",

@@ -81,7 +81,7 @@ def _diagonal(A: torch.Tensor, B: torch.Tensor, dt: torch.Tensor, method: str):
     dA = dt * A  # (... N)
     if method == "zoh":
         Ab = torch.exp(dA)
-        return Ab, _expm1_over_x(dA) * dt * B
+        return Ab, expm1_over_x(dA) * dt * B
     if method == "bilinear":
         return (1 + dA / 2) / (1 - dA / 2), dt * B / (1 - dA / 2)
     if method == "euler":
@@ -89,7 +89,7 @@ def _diagonal(A: torch.Tensor, B: torch.Tensor, dt: torch.Tensor, method: str):
     return 1 / (1 - dA), dt * B / (1 - dA)
 
 
-def _expm1_over_x(x: torch.Tensor) -> torch.Tensor:
+def expm1_over_x(x: torch.Tensor) -> torch.Tensor:
     """``(exp(x) - 1) / x``, equal to 1 at ``x = 0`` and accurate near it."""
     small = x.abs() < 1e-4
     safe = torch.where(small, torch.ones_like(x), x)

@@ -4,10 +4,14 @@
 - :func:`s4_kernel`: S4's algorithm for a normal-plus-low-rank ``A`` (truncated generating
   function at the roots of unity, Woodbury identity, Cauchy kernel, inverse FFT).
 - :func:`s4d_kernel`: S4D's Vandermonde product for a diagonal ``A``.
+- :func:`dss_kernel`: DSS's two kernels (``exp`` and ``softmax``) of a diagonal ``Λ``, through the
+  same Vandermonde product; :func:`dss_kernel_reference` writes them as the DSS paper does, with
+  its corrected complex softmax (:func:`complex_softmax`).
 
 Explained in the book's chapter *From ODE to S4* (the power series and S4's algorithm) and in
-*Making SSMs fast* (the S4D kernel as a Vandermonde product). Dimension letters: H channels,
-N state size, L length, r rank of the low-rank term; ``(...)`` batch dimensions.
+*Making SSMs fast* (the S4D kernel as a Vandermonde product), DSS's two kernels in *DSS*.
+Dimension letters: H channels, N state size, L length, r rank of the low-rank term; ``(...)``
+batch dimensions.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import math
 import torch
 
 from . import _checks
-from .discretize import discretize
+from .discretize import discretize, expm1_over_x
 from .ops.vandermonde import log_eigenvalues, vandermonde
 
 
@@ -207,3 +211,147 @@ def s4d_kernel(
     rows = (math.prod(A.shape[:-1]), A.shape[-1])  # the channels of any leading dims: (H N)
     K = vandermonde(v.reshape(rows), log_Ab.to(v.dtype).reshape(rows), L)  # (H L)
     return K.reshape(*A.shape[:-1], L)
+
+
+#: The ``ε`` of DSS's corrected reciprocal (DSS paper, Appendix A.2, and its authors' code).
+DSS_EPS = 1e-7
+DSS_VARIANTS = ("exp", "softmax")
+
+
+def reciprocal(z: torch.Tensor, eps: float = DSS_EPS) -> torch.Tensor:
+    """``1/z`` with bounded modulus: ``z̄ / (|z|² + ε)``, ``0`` at ``z = 0`` (DSS, App. A.2)."""
+    return z.conj() / (z.real**2 + z.imag**2 + eps)
+
+
+def complex_softmax(P: torch.Tensor, eps: float = DSS_EPS) -> torch.Tensor:
+    """Row softmax over the last dim of a complex ``P``: ``e^{P_k} / Σ_r e^{P_r}``, corrected.
+
+    The complex softmax is undefined where the sum vanishes (``softmax(0, iπ)``: ``1 + e^{iπ} =
+    0``); DSS (Appendix A.2) divides by the sum through :func:`reciprocal`, which is ``0`` there.
+    Each row is first shifted by its largest real part, so ``e^{P}`` never overflows; with
+    ``ε = 0`` this is the exact softmax. ``P`` ``(..., L)`` complex; returns ``(..., L)``.
+    """
+    P = P - P.real.amax(-1, keepdim=True)  # (... L) real parts <= 0
+    E = torch.exp(P)  # (... L)
+    return E * reciprocal(E.sum(-1, keepdim=True), eps)  # (... L)
+
+
+def softmax_normalizer(dL: torch.Tensor, L: int) -> tuple[torch.Tensor, ...]:
+    """The closed form of the row sums of DSS's softmax, without overflow.
+
+    ``dL = ΛΔ`` ``(H, N)``. Returns ``backward`` (``Re λ > 0``: the row's largest entry is the
+    last), ``x = ∓ΛΔ`` with ``Re x ≤ 0``, and ``S = Σ_{j<L} e^{x j} = L · E(xL) / E(x)``
+    (``E(z) = (e^z - 1)/z``; ``L`` where ``e^x = 1``), the row sum of ``e^{P - max}``; each
+    ``(H, N)``. Used by :func:`dss_kernel` and :func:`ssm.scan.dss_step_system`.
+    """
+    backward = dL.real > 0  # (H N)
+    x = torch.where(backward, -dL, dL)  # (H N)
+    S = L * expm1_over_x(x * L) / expm1_over_x(x)  # (H N)
+    return backward, x, torch.where(torch.exp(x) == 1, torch.full_like(S, L), S)
+
+
+def dss_inputs(Lambda, W, dt, L, variant):
+    """Checked DSS arguments: ``Λ``, ``W`` ``(H, N)`` complex (``W`` in ``Λ``'s dtype) and ``Δ``
+    ``(H, 1)`` real."""
+    Lambda, W = _checks.tensor("Lambda", Lambda), _checks.tensor("W", W)
+    if not Lambda.is_complex() or Lambda.ndim != 2:
+        raise ValueError(
+            f"Lambda must be a complex tensor of shape (H, N) (one eigenvalue of each conjugate "
+            f"pair), got {Lambda.dtype} of shape {tuple(Lambda.shape)}"
+        )
+    if W.shape != Lambda.shape:
+        raise ValueError(
+            f"W must have the shape of Lambda {tuple(Lambda.shape)}, got {tuple(W.shape)}"
+        )
+    _checks.choice("variant", variant, DSS_VARIANTS)
+    _checks.positive_int("L", L)
+    _checks.one_device(Lambda=Lambda, W=W, dt=dt)
+    if isinstance(dt, torch.Tensor) and dt.dtype in _checks.HALF:
+        dt = dt.float()  # half-precision steps: the exponentials need float32 at least
+    step = _checks.positive_step("dt", dt, Lambda)
+    if step.ndim and step.shape != Lambda.shape[:1]:
+        raise ValueError(
+            f"dt must be a float or have shape (H,) = ({Lambda.shape[0]},), one step per "
+            f"channel, got shape {tuple(step.shape)}"
+        )
+    W = W.to(Lambda.dtype)
+    return Lambda, W, step.to(Lambda.real.dtype).expand(Lambda.shape[:1])[:, None]  # (H 1)
+
+
+def dss_kernel_reference(
+    Lambda: torch.Tensor,
+    W: torch.Tensor,
+    dt: float | torch.Tensor,
+    L: int,
+    variant: str = "exp",
+    *,
+    eps: float = DSS_EPS,
+) -> torch.Tensor:
+    """DSS's kernels as the DSS paper writes them (arXiv:2203.14343v3, Proposition 1, §3.2).
+
+    With ``P[i, k] = λ_i k Δ`` ``(N, L)``:
+
+    - ``exp``:     ``K = W̃ · Λ⁻¹ (e^{ΛΔ} - I) · elementwise-exp(P)``;
+    - ``softmax``: ``K = W · Λ⁻¹ · row-softmax(P)`` (:func:`complex_softmax`, corrected; ``Λ⁻¹``
+      through :func:`reciprocal`).
+
+    ``Λ`` holds one eigenvalue of each conjugate pair, so the real kernel is twice the real part.
+    Materializes ``P`` ``(H, N, L)``; :func:`dss_kernel` is the same through the Vandermonde
+    product. Chapter *DSS*.
+
+    Args:
+        Lambda: ``(H, N)`` complex eigenvalues ``λ_i`` (for ``exp`` the layer keeps them in the
+            left half-plane, ``Λ = -exp(Λ_re) + i Λ_im``).
+        W: ``(H, N)`` complex weights (``W̃`` for ``exp``).
+        dt: ``Δ > 0``, a float or ``(H,)``.
+        L: kernel length.
+        variant: ``"exp"`` or ``"softmax"``.
+        eps: the correction of :func:`reciprocal` (``0`` gives the exact formulas).
+
+    Returns:
+        The real kernel ``(H, L)``.
+    """
+    Lambda, W, dt = dss_inputs(Lambda, W, dt, L, variant)
+    k = torch.arange(L, dtype=dt.dtype, device=dt.device)  # (L)
+    P = (Lambda * dt)[..., None] * k  # (H N L): λ_i k Δ
+    if variant == "exp":
+        S = (W * expm1_over_x(Lambda * dt) * dt)[..., None] * torch.exp(P)  # (H N L)
+    else:
+        S = (W * reciprocal(Lambda, eps))[..., None] * complex_softmax(P, eps)  # (H N L)
+    return 2 * S.sum(-2).real  # (H L)
+
+
+def dss_kernel(
+    Lambda: torch.Tensor,
+    W: torch.Tensor,
+    dt: float | torch.Tensor,
+    L: int,
+    variant: str = "exp",
+    *,
+    eps: float = DSS_EPS,
+) -> torch.Tensor:
+    """DSS's kernels by the Vandermonde product: :func:`dss_kernel_reference` in ``O(N + L)``
+    memory per channel, on the fused Triton kernel of :func:`ssm.vandermonde` on a GPU.
+
+    Both are the ZOH kernel of a diagonal SSM, ``K_k = 2 Re Σ_i W_i B̄_i e^{λ_i k Δ}``:
+
+    - ``exp``: ``B̄_i = (e^{λ_i Δ} - 1)/λ_i`` (``B = 1``), one product with ``x = ΛΔ``;
+    - ``softmax``: ``B̄_i = (e^{λ_i Δ} - 1)/(λ_i (e^{λ_i Δ L} - 1))``. Where ``Re λ > 0`` the
+      powers ``e^{λ k Δ}`` overflow, so those states run backwards: with
+      ``x_i = ±λ_i Δ`` (the sign that makes ``Re x ≤ 0``), ``softmax(P)_{i,k} = e^{x_i k'} / S_i``
+      with ``k' = k`` (``Re λ ≤ 0``) or ``L-1-k`` (``Re λ > 0``) and
+      ``S_i = Σ_{j<L} e^{x_i j} = L · E(x_i L) / E(x_i)``, ``E(z) = (e^z - 1)/z``: two products,
+      the second reversed in time. Nothing overflows for any ``Re λ``.
+
+    Arguments and result as :func:`dss_kernel_reference`. Chapter *DSS*.
+    """
+    Lambda, W, dt = dss_inputs(Lambda, W, dt, L, variant)
+    dL = Lambda * dt  # (H N)
+    if variant == "exp":
+        return vandermonde(W * expm1_over_x(dL) * dt, dL, L)  # (H L)
+    backward, x, S = softmax_normalizer(dL, L)  # (H N) each
+    v = W * reciprocal(Lambda, eps) * reciprocal(S, eps)  # (H N)
+    zero = torch.zeros_like(v)
+    forward_part = vandermonde(torch.where(backward, zero, v), x, L)  # (H L)
+    backward_part = vandermonde(torch.where(backward, v, zero), x, L)  # (H L), k' = L-1-k
+    return forward_part + backward_part.flip(-1)

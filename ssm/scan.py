@@ -1,7 +1,11 @@
 """The recurrent view of a discrete SSM: ``x_k = Ā x_{k-1} + B̄ u_k``, ``y_k = C x_k + D u_k``.
 
-Explained in the book's chapter *From ODE to S4*, section "Two views of one model: recurrent and
-convolutional". Dimension letters: L length, N state size; ``(...)`` batch dimensions.
+- :func:`recurrence`: any ``(Ā, B̄, C)``. Explained in the book's chapter *From ODE to S4*,
+  section "Two views of one model: recurrent and convolutional".
+- :func:`dss_recurrence` and :func:`dss_step_system`: the recurrent views of DSS's two kernels
+  (:func:`ssm.dss_kernel`), with DSS-softmax's two stable cases (chapter *DSS*).
+
+Dimension letters: L length, N state size, H channels; ``(...)`` batch dimensions.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import torch
 
 from . import _checks
+from .discretize import expm1_over_x
+from .kernels import DSS_EPS, dss_inputs, reciprocal, softmax_normalizer
 
 
 def recurrence(
@@ -75,3 +81,97 @@ def recurrence(
     if D is not None:
         y = y + (D.to(dtype)[..., None] if isinstance(D, torch.Tensor) else D) * u
     return (y, x) if return_state else y
+
+
+def dss_step_system(
+    Lambda: torch.Tensor,
+    W: torch.Tensor,
+    dt: float | torch.Tensor,
+    L: int,
+    k: int,
+    variant: str = "exp",
+    *,
+    eps: float = DSS_EPS,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(Ā, B̄_k, C_k)`` of step ``k`` of DSS's recurrent view, each ``(H, N)`` complex.
+
+    Step ``k`` is ``x̃_k = Ā x̃_{k-1} + B̄_k u_k``, ``y_k = 2 Re(C_k x̃_k)`` (DSS paper, §3.3):
+
+    - ``exp``: ``Ā = e^{λΔ}``, ``B̄ = (e^{λΔ} - 1)/λ``, ``C = W̃``, the same at every step;
+    - ``softmax``, ``Re λ ≤ 0``: ``x̃_k = e^{λΔ} x̃_{k-1} + u_k`` and
+      ``x_k = x̃_k (e^{λΔ} - 1) / (λ (e^{λΔL} - 1))``: ``Ā = e^{λΔ}``, ``B̄ = 1``,
+      ``C = W / (λ S)``;
+    - ``softmax``, ``Re λ > 0``: ``x̃_k = x̃_{k-1} + e^{-kλΔ} u_k`` and
+      ``x_k = x̃_k e^{λΔ(k-(L-1))} (e^{-λΔ} - 1) / (λ (e^{-λΔL} - 1))``: ``Ā = 1``,
+      ``B̄_k = e^{-kλΔ}``, ``C_k = W e^{λΔ(k-(L-1))} / (λ S)``.
+
+    ``S`` is the softmax's row sum (:func:`ssm.kernels.softmax_normalizer`); the softmax
+    recurrence holds for ``k < L`` only, ``L`` the length it normalizes over. No factor
+    overflows: every exponent has a real part ``≤ 0``.
+    """
+    Lambda, W, dt = dss_inputs(Lambda, W, dt, L, variant)
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < L:
+        raise ValueError(f"k must be an integer step in [0, L) = [0, {L}), got {k!r}")
+    Ab, Bb, C = _dss_steps(Lambda, W, dt, L, torch.tensor([k]), variant, eps)
+    return Ab, Bb[..., 0], C[..., 0]
+
+
+def _dss_steps(Lambda, W, dt, L, k, variant, eps):
+    """:func:`dss_step_system` at the steps ``k`` ``(T,)``: ``Ā`` ``(H, N)``, ``B̄`` and ``C``
+    ``(H, N, T)``, from checked arguments (``dt`` ``(H, 1)``)."""
+    dL = Lambda * dt  # (H N)
+    k = k.to(device=dL.device, dtype=dL.real.dtype)  # (T)
+    if variant == "exp":
+        ones = torch.ones(len(k), dtype=dL.dtype, device=dL.device)  # (T)
+        return torch.exp(dL), (expm1_over_x(dL) * dt)[..., None] * ones, W[..., None] * ones
+    backward, x, S = softmax_normalizer(dL, L)  # (H N) each
+    C = (W * reciprocal(Lambda, eps) * reciprocal(S, eps))[..., None]  # (H N 1)
+    back = backward[..., None]  # (H N 1)
+    Ab = torch.where(backward, torch.ones_like(dL), torch.exp(dL))  # (H N)
+    Bb = torch.where(back, torch.exp(x[..., None] * k), 1)  # (H N T), x = -λΔ where backward
+    C = torch.where(back, C * torch.exp(x[..., None] * (L - 1 - k)), C)  # (H N T)
+    return Ab, Bb, C
+
+
+def dss_recurrence(
+    Lambda: torch.Tensor,
+    W: torch.Tensor,
+    dt: float | torch.Tensor,
+    u: torch.Tensor,
+    variant: str = "exp",
+    *,
+    L: int | None = None,
+    eps: float = DSS_EPS,
+) -> torch.Tensor:
+    """DSS run step by step (:func:`dss_step_system`): equal to ``u`` convolved with
+    :func:`ssm.dss_kernel`, without overflow for any ``Re λ``.
+
+    Args:
+        Lambda, W: ``(H, N)`` complex.
+        dt: ``Δ > 0``, a float or ``(H,)``.
+        u: input ``(..., H, T)`` real, ``T ≤ L``.
+        variant: ``"exp"`` or ``"softmax"``.
+        L: the kernel length the softmax normalizes over; the input length ``T`` by default.
+
+    Returns:
+        ``y`` ``(..., H, T)`` real, ``y_k = Σ_{j≤k} K_j u_{k-j}``.
+    """
+    u = _checks.tensor("u", u, complex_ok=False)
+    if u.ndim < 2 or u.shape[-2] != Lambda.shape[0] or u.shape[-1] < 1:
+        raise ValueError(
+            f"u must have shape (..., H, T) with H={Lambda.shape[0]} (the rows of Lambda) and "
+            f"T >= 1, got {tuple(u.shape)}"
+        )
+    T = u.shape[-1]
+    L = T if L is None else L
+    if T > _checks.positive_int("L", L):
+        raise ValueError(f"u has length {T}, longer than the kernel length L={L}")
+    Lambda, W, dt = dss_inputs(Lambda, W, dt, L, variant)
+    Ab, Bb, C = _dss_steps(Lambda, W, dt, L, torch.arange(T), variant, eps)  # (H N) (H N T) x2
+    inflow = Bb * u[..., None, :].to(Bb.dtype)  # (... H N T): B̄_k u_k
+    x = torch.zeros_like(inflow[..., 0])  # (... H N)
+    ys = []
+    for k in range(T):
+        x = Ab * x + inflow[..., k]  # (... H N)
+        ys.append(2 * (C[..., k] * x).sum(-1).real)  # (... H)
+    return torch.stack(ys, dim=-1)  # (... H T)

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 
 from .. import data, tasks, train
-from ..layers import Backbone, BackboneConfig, S4Config, parameter_count
+from ..layers import Backbone, BackboneConfig, DSSConfig, S4Config, S4DConfig, parameter_count
 
 #: The layer configs an experiment can name, by the ``"kind"`` key of its layer dict.
-LAYERS = {"s4": S4Config}
+LAYERS = {"s4": S4Config, "dss": DSSConfig, "s4d": S4DConfig}
 
 #: Data sets by the ``"source"`` key of a data dict: each returns ``(train, validation)``.
 SOURCES = {

@@ -16,14 +16,20 @@ around any such layer, so an ablation swaps one argument.
 
 from ._params import SSM_MARK, is_ssm_parameter, register
 from .backbone import Backbone, BackboneConfig, parameter_count
+from .dss import DSS, DSSConfig
 from .s4 import S4, S4Config
+from .s4d import S4D, S4DConfig
 
 __all__ = [
+    "DSS",
     "S4",
+    "S4D",
     "SSM_MARK",
     "Backbone",
     "BackboneConfig",
+    "DSSConfig",
     "S4Config",
+    "S4DConfig",
     "is_ssm_parameter",
     "parameter_count",
     "register",

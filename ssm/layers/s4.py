@@ -37,7 +37,7 @@ from .. import _checks
 from ..discretize import discretize
 from ..hippo import nplr, transition
 from ..ops.cauchy import cauchy
-from ..ops.fftconv import fftconv
+from ._conv import ConvolutionalLayer
 from ._params import register
 
 __all__ = [
@@ -329,15 +329,12 @@ class DenseKernel(nn.Module):
         return power_kernel(*self.recurrence(), self.L)
 
 
-class S4(nn.Module):
+class S4(ConvolutionalLayer):
     """The S4 layer (S4 paper, Section 3 and Appendix; updated as in the S4D paper).
 
-    ``forward``: per channel ``h``, ``y_h = K̄_h * u_h + D_h u_h`` (causal FFT convolution,
-    :func:`ssm.ops.fftconv.fftconv`), then GELU, dropout and S4's output projection
-    ``Linear(H, 2H)`` + GLU. Bidirectional: ``y_h += `` a second kernel applied to the
-    reversed sequence, over strictly later steps (as S4's bidirectional kernel). The kernel
-    and the convolution run in float32 (float64 for a float64 layer) with autocast off: the
-    FFT and the complex arithmetic need it.
+    ``forward``: per channel ``h``, ``y_h = K̄_h * u_h + D_h u_h``, then GELU, dropout and S4's
+    output projection ``Linear(H, 2H)`` + GLU (:class:`ssm.layers._conv.ConvolutionalLayer`,
+    shared with DSS and S4D).
 
     ``step``: the recurrence ``x_k = Ā x_{k-1} + B̄ u_k``, ``y_k = Re(C x_k) + D u_k``, with
     ``C = C̃ (I - Ā^L)⁻¹`` (:func:`c_from_c_tilde`), then the same position-wise output:
@@ -349,60 +346,15 @@ class S4(nn.Module):
     """
 
     def __init__(self, cfg: S4Config, d_model: int) -> None:
-        super().__init__()
-        _checks.positive_int("d_model", d_model)
-        if cfg.l_max is None:
-            raise ValueError(
-                "S4Config.l_max must be set (the kernel length, at least the input length); "
-                "Backbone.for_data sets it from the data set"
-            )
-        self.cfg, self.d_model = cfg, d_model
         channels = 2 if cfg.bidirectional else 1
         kernel = NPLRKernel if cfg.parameterization == "nplr" else DenseKernel
-        self.kernel = kernel(cfg, d_model, channels)
-        self.D = nn.Parameter(torch.randn(d_model))
-        self.activation = nn.GELU()
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.output = nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.GLU(dim=-1))
-
-    def _work_dtype(self) -> torch.dtype:
-        return torch.promote_types(self.D.dtype, torch.float32)
-
-    def _check_input(self, x: torch.Tensor, ndim: int, shape: str) -> None:
-        _checks.tensor("x", x, complex_ok=False)
-        if x.ndim != ndim or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"x must have shape {shape} with d_model={self.d_model}, got {tuple(x.shape)}"
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(batch, length, d_model)`` → ``y`` of the same shape."""
-        self._check_input(x, 3, "(batch, length, d_model)")
-        L = x.shape[1]
-        if L > self.cfg.l_max:
-            raise ValueError(
-                f"x has length {L}, longer than the kernel length l_max={self.cfg.l_max}; "
-                "build the layer with a larger S4Config.l_max"
-            )
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            u = x.transpose(1, 2).to(self._work_dtype())  # (B H L)
-            K = self.kernel()[..., :L]  # (c H L)
-            y = fftconv(u, K[0], self.D.to(u.dtype))  # (B H L)
-            if self.cfg.bidirectional:
-                back = fftconv(u.flip(-1), K[1]).flip(-1)  # (B H L): Σ_j K1[j] u[l + j]
-                y = y + nn.functional.pad(back[..., 1:], (0, 1))  # (B H L): Σ_j K1[j] u[l+1+j]
-            y = self.dropout(self.activation(y)).transpose(1, 2)  # (B L H)
-        return self.output(y)  # (B L H)
+        super().__init__(cfg, d_model, kernel(cfg, d_model, channels))
 
     def init_state(self, batch: int) -> S4State:
         """The zero state for ``batch`` sequences, with the discrete system of the current
         parameters (call again after the parameters change)."""
         _checks.positive_int("batch", batch)
-        if self.cfg.bidirectional:
-            raise ValueError(
-                "a bidirectional S4 layer has no recurrent step (its second kernel reads the "
-                "future); build it with bidirectional=False to step"
-            )
+        self._check_unidirectional()
         with torch.autocast(device_type=self.D.device.type, enabled=False):
             Ab, Bb, C = self.kernel.recurrence()  # (H N N) (H N) (c H N)
         x = Bb.new_zeros(batch, *Bb.shape)  # (B H N)
@@ -411,15 +363,9 @@ class S4(nn.Module):
     def step(self, x_t: torch.Tensor, state: S4State) -> tuple[torch.Tensor, S4State]:
         """One step: ``x_t`` ``(batch, d_model)`` and the state → ``y_t`` ``(batch, d_model)``
         and the next state."""
-        self._check_input(x_t, 2, "(batch, d_model)")
-        if not isinstance(state, S4State) or state.x.shape[0] != x_t.shape[0]:
-            raise ValueError(
-                f"state must be the S4State of init_state({x_t.shape[0]}) (one row per sequence "
-                "of x_t)"
-            )
+        self._check_step(x_t, state, S4State)
         with torch.autocast(device_type=x_t.device.type, enabled=False):
             u = x_t.to(self._work_dtype())  # (B H)
             s = torch.einsum("hmn,bhn->bhm", state.Ab, state.x) + state.Bb * u[..., None]  # (B H N)
             y = torch.einsum("hn,bhn->bh", state.C, s).real + self.D * u  # (B H)
-            y = self.dropout(self.activation(y))  # (B H)
-        return self.output(y), state._replace(x=s)
+        return self._output(y), state._replace(x=s)
