@@ -259,3 +259,34 @@ def test_backbone_trains_on_the_layer(config):
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize(("config", "kw"), CONFIGS)
+def test_float32_forward_and_gradients_on_the_device_match_float64(config, kw, device):
+    """On ``--device cuda`` the kernels go through the Triton Vandermonde op; the layer's float32
+    forward and gradients must still match the float64 CPU layer."""
+    exact = layer(config, H=16, N=16, l_max=300, **kw)
+    fast = layer(config, H=16, N=16, l_max=300, dtype=torch.float32, **kw).to(device)
+    fast.load_state_dict({k: v.to(device) for k, v in exact.state_dict().items()})
+    x = torch.randn(3, 300, 16, dtype=torch.float64, requires_grad=True)
+    x_fast = x.detach().float().to(device).requires_grad_()
+    exact(x).square().sum().backward()
+    fast(x_fast).square().sum().backward()
+    assert rel_err(fast(x_fast).double().cpu(), exact(x)) < 1e-4
+    assert rel_err(x_fast.grad.double().cpu(), x.grad) < 1e-4
+    for (name, p), q in zip(exact.named_parameters(), fast.parameters(), strict=True):
+        assert rel_err(q.grad.double().cpu(), p.grad) < 1e-3, name
+
+
+@pytest.mark.parametrize(("config", "kw"), CONFIGS)
+def test_bf16_autocast_on_the_device_is_finite_at_16384(config, kw, device):
+    """Long sequences under bfloat16 autocast: no NaN or inf in outputs or gradients (the
+    kernel and the convolution stay in float32)."""
+    L = 16384 if device.type == "cuda" else 2048
+    lay = layer(config, H=8, N=16, l_max=L, dtype=torch.float32, **kw).to(device)
+    x = torch.randn(2, L, 8, device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        y = lay(x)
+    y.float().square().mean().backward()
+    assert torch.isfinite(y).all()
+    assert all(torch.isfinite(p.grad).all() for p in lay.parameters() if p.grad is not None)
