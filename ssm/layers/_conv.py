@@ -21,6 +21,28 @@ from .. import _checks
 from ..ops.fftconv import fftconv
 
 
+def check_config(cfg, *, even_state: str | None = "") -> None:
+    """The checks every convolutional layer's config shares: ``d_state``, ``l_max``, the
+    range of ``Δ`` at init and ``dropout``. ``even_state`` (``None`` when any size will do) is
+    put after "d_state must be even" in the error: the layer stores one eigenvalue of each
+    conjugate pair."""
+    _checks.positive_int("d_state", cfg.d_state)
+    if even_state is not None and cfg.d_state % 2:
+        raise ValueError(
+            f"d_state must be even {even_state}(one eigenvalue of each conjugate pair is "
+            f"stored), got {cfg.d_state}"
+        )
+    if cfg.l_max is not None:
+        _checks.positive_int("l_max", cfg.l_max)
+    if not 0 < cfg.dt_min <= cfg.dt_max:
+        raise ValueError(
+            f"dt_min and dt_max must satisfy 0 < dt_min <= dt_max, got {cfg.dt_min} and "
+            f"{cfg.dt_max}"
+        )
+    if not 0 <= cfg.dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
+
+
 class ConvolutionalLayer(nn.Module):
     """The layer around a kernel module: skip ``D`` ``(H,)``, GELU, dropout, GLU projection.
 

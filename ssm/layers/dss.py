@@ -27,6 +27,7 @@ from torch import nn
 from .. import _checks
 from ..kernels import DSS_VARIANTS, dss_kernel
 from ..scan import dss_step_system
+from ._conv import check_config
 from ._diagonal import DIAGONAL_INITS, DiagonalLayer, diagonal_init
 from ._params import register
 from .s4 import _log_dt
@@ -48,23 +49,9 @@ class DSSConfig:
     dropout: float = 0.0  # after the GELU, before the GLU output projection
 
     def __post_init__(self) -> None:
-        _checks.positive_int("d_state", self.d_state)
-        if self.d_state % 2:
-            raise ValueError(
-                f"d_state must be even (one eigenvalue of each conjugate pair is stored), got "
-                f"{self.d_state}"
-            )
-        if self.l_max is not None:
-            _checks.positive_int("l_max", self.l_max)
+        check_config(self)
         _checks.choice("variant", self.variant, DSS_VARIANTS)
         _checks.choice("init", self.init, DIAGONAL_INITS)
-        if not 0 < self.dt_min <= self.dt_max:
-            raise ValueError(
-                f"dt_min and dt_max must satisfy 0 < dt_min <= dt_max, got {self.dt_min} and "
-                f"{self.dt_max}"
-            )
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def build(self, d_model: int) -> DSS:
         """The DSS layer of width ``d_model`` with these settings."""

@@ -37,7 +37,7 @@ from .. import _checks
 from ..discretize import discretize
 from ..hippo import nplr, transition
 from ..ops.cauchy import cauchy
-from ._conv import ConvolutionalLayer
+from ._conv import ConvolutionalLayer, check_config
 from ._params import register
 
 __all__ = [
@@ -78,24 +78,11 @@ class S4Config:
     dropout: float = 0.0  # after the GELU, before the GLU output projection
 
     def __post_init__(self) -> None:
-        _checks.positive_int("d_state", self.d_state)
-        if self.l_max is not None:
-            _checks.positive_int("l_max", self.l_max)
         _checks.choice("parameterization", self.parameterization, ("nplr", "dense"))
         inits = NPLR_INITS if self.parameterization == "nplr" else DENSE_INITS
         _checks.choice(f"init (for parameterization {self.parameterization!r})", self.init, inits)
-        if self.parameterization == "nplr" and self.d_state % 2:
-            raise ValueError(
-                f"d_state must be even for parameterization 'nplr' (one eigenvalue of each "
-                f"conjugate pair is stored), got {self.d_state}"
-            )
-        if not 0 < self.dt_min <= self.dt_max:
-            raise ValueError(
-                f"dt_min and dt_max must satisfy 0 < dt_min <= dt_max, got {self.dt_min} and "
-                f"{self.dt_max}"
-            )
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        nplr = self.parameterization == "nplr"
+        check_config(self, even_state="for parameterization 'nplr' " if nplr else None)
 
     def build(self, d_model: int) -> S4:
         """The S4 layer of width ``d_model`` with these settings."""
