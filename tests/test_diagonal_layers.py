@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from layer_checks import assert_device_matches_float64, rel_err
 
 from ssm.hippo import rank_correction, transition
 from ssm.layers import DSSConfig, S4DConfig, is_ssm_parameter
@@ -36,10 +37,6 @@ def layer(config=S4DConfig, *, H=3, N=8, l_max=30, dtype=torch.float64, **kw):
         return cfg.build(H)
     finally:
         torch.set_default_dtype(default)
-
-
-def rel_err(a, b):
-    return float(((a - b).abs().max() / b.abs().max()).detach())
 
 
 def diagonal_power_series(Ab, Bb, C, L):
@@ -267,15 +264,7 @@ def test_float32_forward_and_gradients_on_the_device_match_float64(config, kw, d
     forward and gradients must still match the float64 CPU layer."""
     exact = layer(config, H=16, N=16, l_max=300, **kw)
     fast = layer(config, H=16, N=16, l_max=300, dtype=torch.float32, **kw).to(device)
-    fast.load_state_dict({k: v.to(device) for k, v in exact.state_dict().items()})
-    x = torch.randn(3, 300, 16, dtype=torch.float64, requires_grad=True)
-    x_fast = x.detach().float().to(device).requires_grad_()
-    exact(x).square().sum().backward()
-    fast(x_fast).square().sum().backward()
-    assert rel_err(fast(x_fast).double().cpu(), exact(x)) < 1e-4
-    assert rel_err(x_fast.grad.double().cpu(), x.grad) < 1e-4
-    for (name, p), q in zip(exact.named_parameters(), fast.parameters(), strict=True):
-        assert rel_err(q.grad.double().cpu(), p.grad) < 1e-3, name
+    assert_device_matches_float64(exact, fast, device, 16)
 
 
 @pytest.mark.parametrize(("config", "kw"), CONFIGS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from layer_checks import assert_device_matches_float64, rel_err
 
 import ssm
 from ssm.layers import S4Config, is_ssm_parameter
@@ -42,10 +43,6 @@ def layer(parameterization="nplr", init="legs", *, H=3, N=8, l_max=24, dtype=tor
 def full(t: torch.Tensor) -> torch.Tensor:
     """Both halves of the conjugate pairs along the last dim."""
     return torch.cat([t, t.conj()], dim=-1)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(((a - b).abs().max() / b.abs().max()).detach())
 
 
 @pytest.mark.parametrize("init", NPLR_INITS)
@@ -264,12 +261,4 @@ def test_float32_forward_and_gradients_on_the_device_match_float64(parameterizat
     float32 forward and gradients must still match the float64 CPU layer."""
     exact = layer(parameterization, init, H=16, N=16, l_max=300)
     fast = layer(parameterization, init, H=16, N=16, l_max=300, dtype=torch.float32).to(device)
-    fast.load_state_dict({k: v.to(device) for k, v in exact.state_dict().items()})
-    x = torch.randn(3, 300, 16, dtype=torch.float64, requires_grad=True)
-    x_fast = x.detach().float().to(device).requires_grad_()
-    exact(x).square().sum().backward()
-    fast(x_fast).square().sum().backward()
-    assert rel_err(fast(x_fast).double().cpu(), exact(x)) < 1e-4
-    assert rel_err(x_fast.grad.double().cpu(), x.grad) < 1e-4
-    for (name, p), q in zip(exact.named_parameters(), fast.parameters(), strict=True):
-        assert rel_err(q.grad.double().cpu(), p.grad) < 1e-3, name
+    assert_device_matches_float64(exact, fast, device, 16)
