@@ -152,12 +152,16 @@ def summary(results: dict[str, Any]) -> str:
 
 
 def _plot_times(ax, series: dict[tuple[str, int], tuple[list[int], list[float]]], sizes) -> None:
+    """Time against ``L`` on log axes, one line per ``(layer, N)``, ticks at the lengths."""
     styles = dict(zip(sizes, ("-", "--", ":"), strict=False))
     for (name, N), (lengths, ms) in series.items():
         if ms:
             color = plotting.PALETTE[LAYER_COLORS[name]]
             ax.loglog(lengths, ms, marker="o", ms=3, ls=styles[N], color=color,
                       label=f"{name}, N = {N}")  # fmt: skip
+    ticks = sorted({L for xs, _ in series.values() for L in xs})
+    ax.set_xticks(ticks, [str(L) for L in ticks])
+    ax.minorticks_off()
     ax.legend(fontsize="x-small", ncol=2)
 
 

@@ -242,7 +242,7 @@ def findings(results: dict[str, Any]) -> str:
 def plot_arms(results: dict[str, Any], title: str, style):
     """Validation accuracy against training steps, one curve per run; ``style(run)`` gives
     ``(color, linestyle)``. Seeds after the first are drawn thinner."""
-    fig, ax = plotting.subplots(1, 1, width=6.0, height=3.2)
+    fig, ax = plotting.subplots(1, 1, width=5.0, height=3.2)
     for r in results["runs"]:
         color, ls = style(r)
         steps = [h["step"] for h in r["history"]]
@@ -254,7 +254,7 @@ def plot_arms(results: dict[str, Any], title: str, style):
             ax.plot([r["diverged"]["step"]], [acc[-1] if acc else 0.0], "x", color=color,
                     ms=7, mew=2)  # fmt: skip
     plotting.label(ax, "training step", "validation accuracy (%)", title)
-    ax.legend(fontsize="x-small", loc="lower right")
+    ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
 
 
