@@ -20,11 +20,8 @@ import argparse
 import datetime
 import json
 import platform
-import statistics
 import sys
-import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,47 +29,10 @@ import torch
 from ssm.experiments.diagonal_cost import LAYERS, forward_backward, kernel_module
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # provenance.py, beside this file
+sys.path.insert(0, str(HERE))  # provenance.py and timing.py, beside this file
 
 from provenance import git_commit  # noqa: E402 (found through the path just set)
-
-
-class Timer:
-    """Median milliseconds: ``do_bench`` on a GPU, wall clock of a few calls on the CPU."""
-
-    def __init__(self, device: str, smoke: bool) -> None:
-        self.cuda = device == "cuda"
-        self.reps = 3 if smoke else 10
-        if self.cuda:
-            from triton.testing import do_bench
-
-            self.do_bench = do_bench
-            self.how = "triton.testing.do_bench median, warmup 25 ms, rep 100 ms"
-        else:
-            self.how = f"CPU wall clock, median of {self.reps} calls after one warm-up call"
-
-    def ms(self, fn: Callable[[], object]) -> float:
-        if self.cuda:
-            return float(self.do_bench(fn, warmup=25, rep=100, return_mode="median"))
-        fn()
-        times = []
-        for _ in range(self.reps):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e3)
-        return statistics.median(times)
-
-    def peak_mib(self, fn: Callable[[], object]) -> float | None:
-        """Peak memory allocated while ``fn`` runs, above what was allocated before."""
-        if not self.cuda:
-            return None
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return round((torch.cuda.max_memory_allocated() - before) / 2**20, 1)
+from timing import Timer  # noqa: E402
 
 
 def _error(err: BaseException) -> str:
@@ -102,7 +62,7 @@ def time_case(name: str, H: int, N: int, L: int, timer: Timer, device: str) -> d
         _free(device)
         peak = timer.peak_mib(lambda: forward_backward(kernel))
         if peak is not None:
-            rec["peak_extra_MiB"] = peak
+            rec["peak_extra_MiB"] = peak["peak_extra_MiB"]
     except Exception as err:  # out of memory, or a kernel failing: recorded, not fatal
         rec["error"] = _error(err)
         rec.pop("ms_fwd", None)

@@ -28,10 +28,8 @@ import datetime
 import importlib.util
 import json
 import platform
-import statistics
 import sys
 import tempfile
-import time
 import traceback
 import types
 from collections.abc import Callable
@@ -46,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # anchors.py and provenance.py, beside this file
 
 from provenance import git_commit  # noqa: E402 (found through the path just set)
+from timing import Timer  # noqa: E402
 
 OURS, THEIRS = "ssm S4", "S4 authors' S4Block"
 
@@ -214,49 +213,6 @@ def copy_theirs_into_ours(theirs: TheirLayer, ours: nn.Module) -> None:
 
 
 # --------------------------------------------------------------------------- timing
-
-
-class Timer:
-    """Median milliseconds: ``do_bench`` on a GPU, wall clock of a few calls on the CPU."""
-
-    def __init__(self, device: str, smoke: bool) -> None:
-        self.cuda = device == "cuda"
-        self.reps = 3 if smoke else 10
-        if self.cuda:
-            from triton.testing import do_bench
-
-            self.do_bench = do_bench
-            self.how = "triton.testing.do_bench median, warmup 25 ms, rep 100 ms"
-        else:
-            self.how = f"CPU wall clock, median of {self.reps} calls after one warm-up call"
-
-    def ms(self, fn: Callable[[], object]) -> float:
-        if self.cuda:
-            return float(self.do_bench(fn, warmup=25, rep=100, return_mode="median"))
-        fn()
-        times = []
-        for _ in range(self.reps):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e3)
-        return statistics.median(times)
-
-    def peak_mib(self, fn: Callable[[], object]) -> dict | None:
-        """Peak memory allocated while ``fn`` runs: in all and above what was allocated before
-        (the layer's parameters, its input and the output gradient)."""
-        if not self.cuda:
-            return None
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated()
-        return {
-            "peak_MiB": round(peak / 2**20, 1),
-            "peak_extra_MiB": round((peak - before) / 2**20, 1),
-        }
 
 
 def _autocast(device: str, bf16: bool):

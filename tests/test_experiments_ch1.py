@@ -62,16 +62,17 @@ def check_figure(fig, n_axes: int, min_lines: int = 1) -> None:
 
 def test_chapter_1_experiments_are_registered():
     assert set(CH1) <= set(available())
-    for name in CH1:
-        module = get(name)
-        assert callable(module.config) and callable(module.run) and callable(module.plot)
-        assert module.config("ci") != module.config("full"), f"{name}: profiles do not differ"
 
 
-@pytest.mark.parametrize("name", CH1)
-def test_unknown_profile_is_refused(name):
+@pytest.mark.parametrize("name", available())
+def test_every_experiment_has_two_profiles_and_refuses_others(name):
+    """Every experiment of every chapter: ``config``, ``run`` and ``plot``, ``ci`` and ``full``
+    profiles that differ, and an error naming the profile for any other."""
+    module = get(name)
+    assert callable(module.config) and callable(module.run) and callable(module.plot)
+    assert module.config("ci") != module.config("full"), f"{name}: profiles do not differ"
     with pytest.raises(ValueError, match="profile"):
-        get(name).config("huge")
+        module.config("huge")
 
 
 def test_unknown_experiment_is_refused():

@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 from matplotlib.figure import Figure
 
-from ssm.experiments import available, get, hippo_ablation, mini_lra
+from ssm.experiments import available, hippo_ablation, mini_lra
 from ssm.experiments._training import datasets, layer_config, layer_dict
 from ssm.layers import BackboneConfig, S4Config
 from ssm.train import TrainConfig
@@ -20,13 +20,8 @@ from ssm.train import TrainConfig
 CH2 = ["hippo_ablation", "mini_lra"]
 
 
-@pytest.mark.parametrize("name", CH2)
-def test_registered_with_two_profiles(name):
-    assert name in available()
-    module = get(name)
-    assert module.config("ci") != module.config("full")
-    with pytest.raises(ValueError, match="profile"):
-        module.config("huge")
+def test_registered():
+    assert set(CH2) <= set(available())
 
 
 @pytest.mark.parametrize("profile", ["ci", "full"])

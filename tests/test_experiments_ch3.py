@@ -23,7 +23,6 @@ from ssm.experiments import (
     dss_interpretation,
     dss_overflow,
     dss_vs_s4,
-    get,
     hippo_ablation,
     mini_lra,
 )
@@ -37,13 +36,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 CH3 = ["dss_discretization", "dss_init", "dss_interpretation", "dss_overflow", "dss_vs_s4"]
 
 
-@pytest.mark.parametrize("name", CH3)
-def test_registered_with_two_profiles(name):
-    assert name in available()
-    module = get(name)
-    assert module.config("ci") != module.config("full")
-    with pytest.raises(ValueError, match="profile"):
-        module.config("huge")
+def test_registered():
+    assert set(CH3) <= set(available())
 
 
 # --- discretization -------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from ssm import hippo
 from ssm.experiments import (
     available,
     diagonal_cost,
-    get,
     s4d_basis,
     s4d_discretization_ablation,
     s4d_init_ablation,
@@ -47,13 +46,8 @@ ABLATIONS = [s4d_kernel_ablation, s4d_discretization_ablation, s4d_init_ablation
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("name", CH4)
-def test_registered_with_two_profiles(name):
-    assert name in available()
-    module = get(name)
-    assert module.config("ci") != module.config("full")
-    with pytest.raises(ValueError, match="profile"):
-        module.config("huge")
+def test_registered():
+    assert set(CH4) <= set(available())
 
 
 def arms(module, cfg) -> list[dict]:

@@ -29,7 +29,13 @@ from matplotlib.testing.exceptions import ImageComparisonFailure
 
 from ssm import plotting
 from ssm.experiments import (
+    diagonal_cost,
     discretization,
+    dss_discretization,
+    dss_init,
+    dss_interpretation,
+    dss_overflow,
+    dss_vs_s4,
     hippo_ablation,
     hippo_memory,
     httyh_basis,
@@ -40,6 +46,10 @@ from ssm.experiments import (
     mini_lra,
     s4_kernel,
     s4_layer_speed,
+    s4d_basis,
+    s4d_discretization_ablation,
+    s4d_init_ablation,
+    s4d_kernel_ablation,
     stored,
     timescale,
     views,
@@ -95,6 +105,15 @@ def fresh_results(name: str) -> dict[str, Any]:
         "timescale": timescale,
         "mini_lra": mini_lra,
         "s4_layer_speed": s4_layer_speed,
+        "dss_discretization": dss_discretization,
+        "dss_overflow": dss_overflow,
+        "dss_interpretation": dss_interpretation,
+        "dss_init": dss_init,
+        "dss_vs_s4": dss_vs_s4,
+        "s4d_basis": s4d_basis,
+        "s4d_kernel_ablation": s4d_kernel_ablation,
+        "s4d_discretization_ablation": s4d_discretization_ablation,
+        "s4d_init_ablation": s4d_init_ablation,
     }[name]
     return module.run(module.config("ci") | NO_TIMINGS.get(name, {}))
 
@@ -125,6 +144,30 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     "mini_lra": lambda: mini_lra.plot(results("mini_lra")),
     "mini_lra_full": lambda: mini_lra.plot(stored("mini_lra")["results"]),
     "s4_layer_speed": lambda: s4_layer_speed.plot(results("s4_layer_speed")),
+    "dss_discretization": lambda: dss_discretization.plot(results("dss_discretization")),
+    "dss_overflow": lambda: dss_overflow.plot(results("dss_overflow")),
+    "dss_interpretation": lambda: dss_interpretation.plot(results("dss_interpretation")),
+    "dss_init": lambda: dss_init.plot(results("dss_init")),
+    "dss_vs_s4": lambda: dss_vs_s4.plot(results("dss_vs_s4")),
+    "dss_vs_s4_full": lambda: dss_vs_s4.plot(stored("dss_vs_s4")["results"]),
+    "s4d_basis": lambda: s4d_basis.plot(results("s4d_basis")),
+    "diagonal_kernels_gpu": lambda: diagonal_cost.plot_benchmark(
+        diagonal_cost.stored_benchmark(diagonal_cost.config("ci"))
+    ),
+    "s4d_kernel_ablation": lambda: s4d_kernel_ablation.plot(results("s4d_kernel_ablation")),
+    "s4d_kernel_ablation_full": lambda: s4d_kernel_ablation.plot(
+        stored("s4d_kernel_ablation")["results"]
+    ),
+    "s4d_discretization_ablation": lambda: s4d_discretization_ablation.plot(
+        results("s4d_discretization_ablation")
+    ),
+    "s4d_discretization_ablation_full": lambda: s4d_discretization_ablation.plot(
+        stored("s4d_discretization_ablation")["results"]
+    ),
+    "s4d_init_ablation": lambda: s4d_init_ablation.plot(results("s4d_init_ablation")),
+    "s4d_init_ablation_full": lambda: s4d_init_ablation.plot(
+        stored("s4d_init_ablation")["results"]
+    ),
 }
 
 

@@ -20,6 +20,7 @@ import json
 from typing import Any
 
 import torch
+from matplotlib import ticker
 
 from .. import plotting
 from ..kernels import DSS_VARIANTS
@@ -162,7 +163,9 @@ def _plot_times(ax, series: dict[tuple[str, int], tuple[list[int], list[float]]]
     ticks = sorted({L for xs, _ in series.values() for L in xs})
     ax.set_xticks(ticks, [str(L) for L in ticks])
     ax.minorticks_off()
-    ax.legend(fontsize="x-small", ncol=2)
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))  # labels within one decade too
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 @plotting.styled
