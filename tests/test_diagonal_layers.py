@@ -8,8 +8,11 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from layer_checks import assert_device_matches_float64, rel_err
 
+import ssm
 from ssm.hippo import rank_correction, transition
 from ssm.layers import DSSConfig, S4DConfig, is_ssm_parameter
 from ssm.layers._diagonal import DIAGONAL_INITS, diagonal_init
@@ -279,3 +282,42 @@ def test_bf16_autocast_on_the_device_is_finite_at_16384(config, kw, device):
     y.float().square().mean().backward()
     assert torch.isfinite(y).all()
     assert all(torch.isfinite(p.grad).all() for p in lay.parameters() if p.grad is not None)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    method=st.sampled_from(["zoh", "bilinear"]),
+    N2=st.integers(1, 8),
+    L=st.integers(1, 300),
+    log_dt=st.floats(-7, 0),
+    re=st.floats(-50, -1e-3),
+    im=st.floats(0, 1000),
+)
+def test_property_s4d_kernel_equals_power_series_and_stays_finite(method, N2, L, log_dt, re, im):
+    """``ssm.s4d_kernel`` over the ranges the S4D layer can reach (stable ``A``, any step):
+    finite, and equal to ``2 Re Σ C B̄ Ā^l`` of :func:`ssm.discretize`'s ``(Ā, B̄)``."""
+    g = torch.Generator().manual_seed(N2 * 1000 + L)
+    A = torch.complex(
+        re * torch.rand(2, N2, generator=g, dtype=torch.float64),
+        im * torch.rand(2, N2, generator=g, dtype=torch.float64),
+    )
+    B, C = (torch.randn(2, N2, generator=g, dtype=torch.complex128) for _ in range(2))
+    dt = torch.full((2,), math.exp(log_dt), dtype=torch.float64)
+    K = ssm.s4d_kernel(A, B, C, dt, L, method)
+    assert torch.isfinite(K).all()
+    Ab, Bb = ssm.discretize(A, B, dt[:, None], method, diagonal=True)
+    ref = diagonal_power_series(Ab, Bb, C, L)
+    assert (K - ref).abs().max() <= 1e-9 * ref.abs().max() + 1e-12
+
+
+@pytest.mark.parametrize(("config", "kw"), CONFIGS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_inputs_give_finite_outputs_and_gradients(config, kw, dtype):
+    """A float32 layer fed half-precision inputs (as autocast hands them on): its kernel and
+    convolution run in float32, so outputs and gradients stay finite at L = 4096."""
+    lay = layer(config, H=4, N=16, l_max=4096, dtype=torch.float32, **kw)
+    x = (10 * torch.randn(2, 4096, 4)).to(dtype).requires_grad_(True)
+    y = lay(x)
+    y.float().square().mean().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in lay.parameters())
