@@ -6,7 +6,8 @@ Functional core (float64-exact references):
 - :func:`ssm.ssm_kernel`, :func:`ssm.recurrence`, :func:`ssm.fft_conv` — the convolutional and
   recurrent views of a discrete SSM;
 - :func:`ssm.s4_kernel`, :func:`ssm.s4d_kernel`, :func:`ssm.dss_kernel` — structured kernels
-  (and :func:`ssm.dss_recurrence`, DSS's recurrent view);
+  (and :func:`ssm.dss_recurrence`, DSS's recurrent view); :func:`ssm.ema_kernel`, Mega's damped
+  EMA;
 - :mod:`ssm.hippo` — HiPPO operators and their normal-plus-low-rank form.
 
 Accelerated ops (a PyTorch reference and a Triton kernel each, chosen per call by
@@ -18,7 +19,7 @@ Vandermonde and Cauchy kernels, the long convolution and the S4D decoding step.
 from . import hippo
 from .conv import causal_conv, fft_conv
 from .discretize import discretize
-from .kernels import dss_kernel, s4_kernel, s4d_kernel, ssm_kernel
+from .kernels import dss_kernel, ema_kernel, s4_kernel, s4d_kernel, ssm_kernel
 from .ops.cauchy import cauchy
 from .ops.fftconv import FFTConvKernel, fftconv, kernel_fft
 from .ops.s4d_step import s4d_prefill, s4d_step
@@ -34,6 +35,7 @@ __all__ = [
     "discretize",
     "dss_kernel",
     "dss_recurrence",
+    "ema_kernel",
     "fft_conv",
     "fftconv",
     "hippo",

@@ -7,9 +7,12 @@
 - :func:`dss_kernel`: DSS's two kernels (``exp`` and ``softmax``) of a diagonal ``Λ``, through the
   same Vandermonde product; :func:`dss_kernel_reference` writes them as the DSS paper does, with
   its corrected complex softmax (:func:`complex_softmax`).
+- :func:`ema_kernel`: Mega's multi-dimensional damped EMA, a real diagonal SSM, through the same
+  Vandermonde product; :func:`ema_recurrence` is its step-by-step definition.
 
 Explained in the book's chapter *From ODE to S4* (the power series and S4's algorithm) and in
-*Making SSMs fast* (the S4D kernel as a Vandermonde product), DSS's two kernels in *DSS*.
+*Making SSMs fast* (the S4D kernel as a Vandermonde product), DSS's two kernels in *DSS*, the
+EMA in *Mega*.
 Dimension letters: H channels, N state size, L length, r rank of the low-rank term; ``(...)``
 batch dimensions.
 """
@@ -355,3 +358,116 @@ def dss_kernel(
     forward_part = vandermonde(torch.where(backward, zero, v), x, L)  # (H L)
     backward_part = vandermonde(torch.where(backward, v, zero), x, L)  # (H L), k' = L-1-k
     return forward_part + backward_part.flip(-1)
+
+
+def ema_inputs(alpha, delta, beta, eta):
+    """Checked EMA parameters: four real ``(H, N)`` tensors in one dtype (float32 at least),
+    ``α ∈ (0, 1]`` and ``δ ∈ [0, 1]``, so that ``φ = 1 - α ⊙ δ ∈ [0, 1)``."""
+    named = {"alpha": alpha, "delta": delta, "beta": beta, "eta": eta}
+    named = {n: _checks.tensor(n, t, complex_ok=False) for n, t in named.items()}
+    _checks.one_device(**named)
+    if named["alpha"].ndim != 2:
+        raise ValueError(f"alpha must have shape (H, N), got {tuple(named['alpha'].shape)}")
+    for name, t in named.items():
+        if t.shape != named["alpha"].shape:
+            raise ValueError(
+                f"{name} must have the shape of alpha {tuple(named['alpha'].shape)}, got "
+                f"{tuple(t.shape)}"
+            )
+    alpha, delta = named["alpha"], named["delta"]
+    if not bool(((alpha > 0) & (alpha <= 1)).all()):
+        raise ValueError(f"alpha must lie in (0, 1], got values in [{_span(alpha)}]")
+    if not bool(((delta >= 0) & (delta <= 1)).all()):
+        raise ValueError(f"delta must lie in [0, 1], got values in [{_span(delta)}]")
+    dtype = torch.promote_types(_checks.common_dtype(*named.values()), torch.float32)
+    return tuple(t.to(dtype) for t in named.values())
+
+
+def _span(x: torch.Tensor) -> str:
+    return f"{float(x.min()):.3g}, {float(x.max()):.3g}"
+
+
+def ema_kernel(
+    alpha: torch.Tensor, delta: torch.Tensor, beta: torch.Tensor, eta: torch.Tensor, L: int
+) -> torch.Tensor:
+    """Kernel of Mega's multi-dimensional damped EMA, ``K_t = Σ_n η_n α_n β_n φ_n^t``.
+
+    Mega (Ma et al., arXiv:2209.10655v3, Section 3.1): per channel, the input ``x_t`` is
+    expanded to ``N`` dimensions by ``β`` and smoothed by a damped EMA,
+
+        h_t = α ⊙ β x_t + (1 - α ⊙ δ) ⊙ h_{t-1},    y_t = ηᵀ h_t,
+
+    so with ``φ = 1 - α ⊙ δ`` unrolling from ``h_{-1} = 0`` gives ``y = K * x`` with
+    ``K_t = ηᵀ (φ^t ⊙ α ⊙ β)``, ``t = 0 .. L-1``. This is the kernel of a real diagonal SSM
+    (:func:`ssm_kernel` with ``Ā = φ``, ``B̄ = α ⊙ β``, ``C = η``); as a discretized continuous
+    one under ZOH with step ``Δ``, ``A = log φ / Δ`` (real, ``≤ 0``), ``B̄ = (e^{ΔA} - 1)/A · B``
+    gives ``B = -β log φ / (Δ δ)``, and with ``C = η/2`` it is :func:`s4d_kernel` (whose ``2 Re``
+    counts a real eigenvalue twice): S4D restricted to real eigenvalues, the link the Mega
+    authors draw with S4. Computed like S4D's, by the Vandermonde product
+    (:func:`ssm.ops.vandermonde.vandermonde`) with ``x = log φ`` (``LOG_ZERO`` where ``φ = 0``)
+    and ``v = η α β / 2``. The step-by-step view is :func:`ema_recurrence`. Chapter *Mega*.
+
+    Args:
+        alpha: ``α`` ``(H, N)`` in ``(0, 1]`` (the layer passes ``sigmoid`` of its parameter).
+        delta: damping ``δ`` ``(H, N)`` in ``[0, 1]`` (likewise).
+        beta: expansion ``β`` ``(H, N)``.
+        eta: projection ``η`` ``(H, N)``.
+        L: kernel length.
+
+    Returns:
+        The real kernel ``(H, L)``.
+    """
+    alpha, delta, beta, eta = ema_inputs(alpha, delta, beta, eta)
+    _checks.positive_int("L", L)
+    phi = 1 - alpha * delta  # (H N) in [0, 1)
+    x = log_eigenvalues(phi.to(phi.dtype.to_complex()))  # (H N): log φ, real
+    v = (eta * alpha * beta / 2).to(x.dtype)  # (H N): 2 Re v = η α β
+    return vandermonde(v, x, L)  # (H L)
+
+
+def ema_recurrence(
+    alpha: torch.Tensor,
+    delta: torch.Tensor,
+    beta: torch.Tensor,
+    eta: torch.Tensor,
+    u: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    *,
+    return_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Mega's damped EMA step by step (Mega, arXiv:2209.10655v3, Section 3.1):
+
+        h_t = α ⊙ β u_t + φ ⊙ h_{t-1},   φ = 1 - α ⊙ δ,   y_t = ηᵀ h_t,   t = 0 .. L-1,
+
+    from ``h_{-1} = h0`` (zero by default), ``O(N L)`` per channel. The reference that
+    :func:`ema_kernel` is tested against, and the layer's decoding step: kept beside the kernel
+    because it checks the same parameters and is the EMA's, not a general SSM's, recurrence.
+    Unrolled, ``y_t = (K * u)_t + ηᵀ (φ^{t+1} ⊙ h0)``: the power is ``t + 1`` with the first
+    input at ``t = 0`` (``φ^t`` when the first input is ``x_1``, as some write it). Chapter
+    *Mega*.
+
+    Args:
+        alpha, delta, beta, eta: ``(H, N)``, as for :func:`ema_kernel`.
+        u: input ``(..., H, L)`` real.
+        h0: initial state ``(..., H, N)``, batch dims as ``u``'s.
+        return_state: also return the last state ``h_{L-1}`` ``(..., H, N)``.
+
+    Returns:
+        ``y`` ``(..., H, L)`` (and the last state) in the promoted dtype.
+    """
+    alpha, delta, beta, eta = ema_inputs(alpha, delta, beta, eta)
+    u = _checks.tensor("u", u, complex_ok=False)
+    H, N = alpha.shape
+    if u.ndim < 2 or u.shape[-2] != H:
+        raise ValueError(f"u must have shape (..., H, L) with H={H}, got {tuple(u.shape)}")
+    dtype = torch.promote_types(alpha.dtype, u.dtype)
+    h = torch.zeros((*u.shape[:-1], N), dtype=dtype, device=u.device)  # (... H N)
+    if h0 is not None:
+        h = h + _checks.real("h0", h0, (*u.shape[:-1], N), "(..., H, N)").to(dtype)
+    phi, gain = 1 - alpha * delta, alpha * beta  # (H N) each
+    ys = []
+    for t in range(u.shape[-1]):
+        h = gain * u[..., t, None].to(dtype) + phi * h  # (... H N)
+        ys.append((eta * h).sum(-1))  # (... H)
+    y = torch.stack(ys, -1) if ys else u.to(dtype)  # (... H L)
+    return (y, h) if return_state else y
