@@ -186,8 +186,10 @@ def test_bidirectional_reads_the_future_and_its_ema_runs_both_ways():
     assert not torch.allclose(lay(x)[:, 0], lay(x2)[:, 0])
     (fa, ba), (fd, bd), (fb, bb), (fe, be) = lay.ema_system()
     u = x.transpose(1, 2)  # (B D L)
-    both = ema_recurrence(fa, fd, fb, fe, u) + ema_recurrence(ba, bd, bb, be, u.flip(-1)).flip(-1)
-    assert rel_err(lay._ema(x), both.transpose(1, 2)) < 1e-12
+    forward = ema_recurrence(fa, fd, fb, fe, u)  # (B D L)
+    backward = ema_recurrence(ba, bd, bb, be, u.flip(-1)).flip(-1)  # (B D L): Σ_{j≥l}
+    later = backward - (be * ba * bb).sum(-1)[:, None] * u  # Σ_{j>l}: lag 0 taken out
+    assert rel_err(lay._ema(x), (forward + later).transpose(1, 2)) < 1e-12
     with pytest.raises(ValueError, match="bidirectional Mega layer has no recurrent step"):
         lay.init_state(2)
 

@@ -18,7 +18,9 @@ The EMA's kernel is :func:`ssm.ema_kernel` (a real diagonal SSM, applied by FFT 
 positional bias). Mega-chunk (``chunk_size = c``) attends only inside chunks of ``c`` steps,
 ``O(n c)``, while the EMA still runs over the whole sequence and carries context across chunks.
 Decoding (:meth:`Mega.step`) keeps the EMA state and the keys and values of the current chunk.
-Chapter *Mega*.
+The authors' code also adds a skip ``ω ⊙ X`` and a SiLU to the EMA's output; this layer keeps the
+paper's ``X' = EMA(X)``. In :class:`ssm.layers.Backbone` the layer's input is the normalized
+residual stream, and the backbone adds its own residual around ``Y``. Chapter *Mega*.
 
 Dimension letters: B batch, L length, D = d_model, N EMA dimension, Z = z, V = v, c chunk
 length, k number of chunks.
@@ -52,7 +54,7 @@ class MegaConfig:
     v_mult: int = 2  # v = v_mult · d_model, the width of values and of the attention output
     l_max: int | None = None  # longest input; None until Backbone.for_data sets it
     chunk_size: int | None = None  # c of Mega-chunk; None attends over the whole sequence
-    bidirectional: bool = False  # a second EMA over the reversed sequence, no causal mask
+    bidirectional: bool = False  # a second EMA over the later steps, no causal mask
     use_ema: bool = True  # False: X' = X (the ablation without the EMA)
     dropout: float = 0.0  # on the attention output O
 
@@ -122,7 +124,9 @@ class Mega(nn.Module):
         return torch.sigmoid(self.alpha_logit), torch.sigmoid(self.delta_logit), self.beta, self.eta
 
     def _ema(self, x: torch.Tensor) -> torch.Tensor:
-        """``X' = EMA(X)``: ``x`` ``(B, L, D)`` → ``(B, L, D)`` in the work dtype."""
+        """``X' = EMA(X)``: ``x`` ``(B, L, D)`` → ``(B, L, D)`` in the work dtype. The second,
+        bidirectional EMA reads the strictly later steps, ``Σ_{j>l} K₁[j-l] x_j``, so the current
+        step is counted once (as in the authors' code)."""
         if not self.cfg.use_ema:
             return x
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -131,7 +135,8 @@ class Mega(nn.Module):
             K = [ema_kernel(*p, L) for p in zip(*self.ema_system(), strict=True)]  # c × (D L)
             y = fftconv(u, K[0].to(u.dtype))  # (B D L)
             if self.cfg.bidirectional:
-                y = y + fftconv(u.flip(-1), K[1].to(u.dtype)).flip(-1)  # (B D L): later steps
+                K1 = F.pad(K[1][:, 1:], (1, 0)).to(u.dtype)  # (D L): no tap at lag 0
+                y = y + fftconv(u.flip(-1), K1).flip(-1)  # (B D L): Σ_{j>l} K1[j-l] u_j
         return y.transpose(1, 2)  # (B L D)
 
     def _gates(self, x: torch.Tensor, xe: torch.Tensor) -> tuple[torch.Tensor, ...]:
