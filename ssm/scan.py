@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from . import _checks
-from .discretize import expm1_over_x
+from .discretize import discretize, expm1_over_x
 from .kernels import DSS_EPS, dss_inputs, reciprocal, softmax_normalizer
 
 
@@ -175,3 +175,144 @@ def dss_recurrence(
         x = Ab * x + inflow[..., k]  # (... H N)
         ys.append(2 * (C[..., k] * x).sum(-1).real)  # (... H)
     return torch.stack(ys, dim=-1)  # (... H T)
+
+
+# S5: one MIMO SSM with a diagonal state matrix, run by a parallel scan.
+# Smith, Warrington & Linderman, "Simplified State Space Layers for Sequence Modeling" (S5),
+# arXiv:2208.04933v3. Dimension letters: T or L length, P states, H channels.
+
+
+def associative_scan(
+    Ab: torch.Tensor, Bu: torch.Tensor, *, x0: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The states of ``x_k = Ā_k ⊙ x_{k-1} + b_k`` (``k = 0..T-1``, ``x_{-1} = x0``, zero by
+    default) by a parallel scan over the time axis.
+
+    S5 paper, Section 2.2 and Appendix H: with the elements ``c_k = (Ā_k, b_k)`` and the
+    associative operator
+
+        (a_1, b_1) • (a_2, b_2) = (a_2 ⊙ a_1, a_2 ⊙ b_1 + b_2),
+
+    ``c_0 • c_1 • … • c_k = (Ā_k ⋯ Ā_0, x_k)``. The scan is Hillis & Steele's: in round
+    ``r = 0, 1, …, ⌈log₂ T⌉ - 1`` every element ``k ≥ s = 2^r`` takes in element ``k - s``
+    (``c_{k-s} • c_k``), one tensor op over the whole time axis per round: depth ``⌈log₂ T⌉``,
+    work ``O(T log T)``, no padding. A constant ``Ā`` needs only its powers ``Ā^s``.
+
+    Args:
+        Ab: ``Ā``, diagonal: constant ``(P,)`` or per step ``(..., T, P)``, real or complex.
+        Bu: ``b_k`` ``(..., T, P)``, ``T ≥ 1``; its batch dims broadcast with ``Ab``'s.
+        x0: initial state ``(..., P)``, folded into the first element (``b_0 + Ā_0 x0``).
+
+    Returns:
+        ``x`` ``(..., T, P)``: every state, in the promoted dtype of the inputs.
+    """
+    Ab, Bu = _checks.tensor("Ab", Ab), _checks.tensor("Bu", Bu)
+    _checks.one_device(Ab=Ab, Bu=Bu, x0=x0)
+    if Bu.ndim < 2 or Bu.shape[-2] < 1:
+        raise ValueError(f"Bu must have shape (..., T, P) with T >= 1, got {tuple(Bu.shape)}")
+    P, T = Bu.shape[-1], Bu.shape[-2]
+    constant = Ab.ndim == 1
+    _checks.last_dim("Ab", Ab, P, "the state size P of Bu")
+    if not constant and (Ab.ndim < 2 or not _checks.broadcasts(Ab.shape, Bu.shape)):
+        raise ValueError(
+            f"Ab must be constant (P,) or per step (..., T, P) broadcasting with Bu "
+            f"{tuple(Bu.shape)}, got {tuple(Ab.shape)}"
+        )
+    dtype = _checks.common_dtype(Ab, Bu, *([] if x0 is None else [_checks.tensor("x0", x0)]))
+    a, b = Ab.to(dtype), Bu.to(dtype)  # (P) or (... T P), (... T P)
+    if not constant:
+        a, b = torch.broadcast_tensors(a, b)  # (... T P) each
+    if x0 is not None:
+        _checks.last_dim("x0", x0, P, "the state size P of Bu")
+        first = (a if constant else a[..., 0, :]) * x0.to(dtype) + b[..., 0, :]  # (... P)
+        b = torch.cat([first[..., None, :], b[..., 1:, :].expand(*first.shape[:-1], T - 1, P)], -2)
+    s = 1
+    while s < T:
+        a_s = a if constant else a[..., s:, :]  # (P) or (... T-s P): Ā^s, or the products
+        b = torch.cat([b[..., :s, :], a_s * b[..., :-s, :] + b[..., s:, :]], dim=-2)  # (... T P)
+        a = a * a if constant else torch.cat([a[..., :s, :], a_s * a[..., :-s, :]], dim=-2)
+        s *= 2
+    return b
+
+
+def s5_scan(
+    Lambda: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    u: torch.Tensor,
+    dt: torch.Tensor | float,
+    D: torch.Tensor | None = None,
+    *,
+    method: str = "zoh",
+    conj_sym: bool = False,
+    x0: torch.Tensor | None = None,
+    return_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The S5 SSM: one multi-input, multi-output SSM over all ``H`` channels, by
+    :func:`associative_scan`.
+
+    S5 paper, Section 3 (diagonalized, discretized MIMO SSM)::
+
+        x_k = Λ̄_k x_{k-1} + B̄_k u_k,    y_k = Re(C̃ x_k) + D ⊙ u_k,
+
+    with ``Λ̄_k = e^{ΛΔ_k}`` and ``B̄_k = Λ⁻¹(Λ̄_k - I) B̃`` (``zoh``), or
+    ``Λ̄_k = (I - Δ_k/2 Λ)⁻¹(I + Δ_k/2 Λ)`` and ``B̄_k = (I - Δ_k/2 Λ)⁻¹ Δ_k B̃`` (``bilinear``)
+    from :func:`ssm.discretize`. A constant ``Δ`` is the paper's LTI layer, whose output is the
+    convolution with ``K_l = Re(C̃ Λ̄^l B̄)`` (``H × H`` per lag); a ``Δ_k`` per step is its
+    variant for irregularly sampled sequences. With ``conj_sym`` only one of each conjugate pair
+    of states is kept and ``Re`` becomes ``2 Re``.
+
+    Args:
+        Lambda: ``Λ`` ``(P,)`` complex, the diagonal state matrix.
+        B, C: ``B̃`` ``(P, H)`` and ``C̃`` ``(H, P)`` complex.
+        u: input ``(..., L, H)`` real, ``L ≥ 1``.
+        dt: ``Δ > 0``: a float, ``(P,)`` (one per state), or ``(..., L, P)`` (per step).
+        D: skip term ``(H,)`` real, or ``None``.
+        method: ``"zoh"`` or ``"bilinear"``.
+        conj_sym: output ``2 Re(C̃ x_k)``.
+        x0: state before the first step ``(..., P)`` complex (zero by default).
+        return_state: also return the last state ``x_{L-1}`` ``(..., P)``.
+
+    Returns:
+        ``y`` ``(..., L, H)`` real (and the last state), in the promoted precision of the inputs.
+    """
+    Lambda, B, C, u, step = _s5_inputs(Lambda, B, C, u, dt, D, x0)
+    _checks.choice("method", method, ("zoh", "bilinear"))
+    dtype = _checks.common_dtype(Lambda, B, C, u.to(step.dtype)).to_complex()
+    Lambda, B, C = Lambda.to(dtype), B.to(dtype), C.to(dtype)
+    A, ones = Lambda[:, None], torch.ones_like(Lambda)[:, None]  # (P 1): P systems of size 1
+    Ab, gain = discretize(A, ones, step, method, diagonal=True)  # (P 1) or (... L P 1)
+    Ab, gain = Ab[..., 0], gain[..., 0]  # (P) or (... L P): Λ̄_k, and B̄_k = gain_k ⊙ B̃
+    Bu = gain * (u.to(dtype) @ B.T)  # (... L P): B̄_k u_k
+    x = associative_scan(Ab, Bu, x0=x0)  # (... L P)
+    y = (2 if conj_sym else 1) * (x @ C.T).real  # (... L H)
+    if D is not None:
+        y = y + D.to(y.dtype) * u.to(y.dtype)
+    return (y, x[..., -1, :]) if return_state else y
+
+
+def _s5_inputs(Lambda, B, C, u, dt, D, x0):
+    """:func:`s5_scan`'s arguments checked: ``Λ`` ``(P,)``, ``B̃`` ``(P, H)``, ``C̃`` ``(H, P)``,
+    ``u`` ``(..., L, H)`` real, ``D`` ``(H,)`` and ``Δ`` ``()``, ``(P,)`` or ``(..., L, P)``."""
+    named = (("Lambda", Lambda), ("B", B), ("C", C), ("u", u))
+    Lambda, B, C, u = (_checks.tensor(name, t) for name, t in named)
+    _checks.one_device(Lambda=Lambda, B=B, C=C, u=u, dt=dt, D=D, x0=x0)
+    if Lambda.ndim != 1:
+        raise ValueError(f"Lambda must have shape (P,), got {tuple(Lambda.shape)}")
+    if u.is_complex() or u.ndim < 2 or u.shape[-2] < 1:
+        raise ValueError(f"u must be real with shape (..., L, H), L >= 1, got {tuple(u.shape)}")
+    P, H = Lambda.shape[0], u.shape[-1]
+    for name, t, shape in (("B", B, (P, H)), ("C", C, (H, P))):
+        if tuple(t.shape) != shape:
+            raise ValueError(
+                f"{name} must have shape {shape} (P from Lambda, H from u), got {tuple(t.shape)}"
+            )
+    _checks.real("D", D, (H,), "one per channel of u")
+    step = _checks.positive_step("dt", dt, Lambda)
+    per_step = step.ndim >= 2 and _checks.broadcasts(step.shape[:-1], u.shape[:-1])
+    if (step.ndim > 0 and step.shape[-1] != P) or (step.ndim >= 2 and not per_step):
+        raise ValueError(
+            f"dt must be a float, one per state ({P},) or per step (..., L, {P}) broadcasting "
+            f"with u's {tuple(u.shape[:-1])}, got shape {tuple(step.shape)}"
+        )
+    return Lambda, B, C, u, step
