@@ -18,9 +18,12 @@ liquid degree), the terms ``Ā^m B̄^p u_{t-p+1} ⋯ u_t`` with ``t = j + p - 1`
 
 the paper's liquid kernel (Section 3) and its simplified "PB" form, the default here as in
 its experiments. Both come from one recurrence (:func:`liquid_recurrence`, the layer's
-``step``): chains ``z^{(1)}_k = B̄ u_k``, ``z^{(p)}_k = B̄ u_k ⊙ z^{(p-1)}_{k-1}`` (so ``z^{(p)}_k = B̄^p u^{(p)}_k``)
-feed states ``s^{(p)}_k = M_p s^{(p)}_{k-1} + z^{(p)}_k`` with ``M_1 = Ā`` and ``M_p = Ā``
-("kb") or ``1`` ("pb"), and ``y_k = 2 Re Σ_p C s^{(p)}_k + D u_k``. The kernel is S4D's
+``step``): chains ``z^{(1)}_k = B̄ u_k`` and ``z^{(p)}_k = B̄ u_k ⊙ z^{(p-1)}_{k-1}``
+(so ``z^{(p)}_k = B̄^p u^{(p)}_k``) feed the states
+
+    s^{(p)}_k = M_p ⊙ s^{(p)}_{k-1} + z^{(p)}_k,    y_k = 2 Re Σ_p C s^{(p)}_k + D u_k,
+
+with ``M_1 = Ā`` and ``M_p = Ā`` ("kb") or ``1`` ("pb"). The kernel is S4D's
 (:class:`ssm.layers.s4d.S4DKernel`: diagonal ``A``, ZOH or bilinear), the paper's S4D-based
 variant; the rest of the layer is S4's (GELU, GLU output). Chapter *Liquid-S4*.
 
