@@ -8,6 +8,8 @@ Functional core (float64-exact references):
 - :func:`ssm.s4_kernel`, :func:`ssm.s4d_kernel`, :func:`ssm.dss_kernel` — structured kernels
   (and :func:`ssm.dss_recurrence`, DSS's recurrent view); :func:`ssm.ema_kernel`, Mega's damped
   EMA;
+- :func:`ssm.associative_scan`, :func:`ssm.s5_scan` — the parallel scan of a diagonal linear
+  recurrence, and S5's MIMO SSM run by it;
 - :mod:`ssm.hippo` — HiPPO operators and their normal-plus-low-rank form.
 
 Accelerated ops (a PyTorch reference and a Triton kernel each, chosen per call by
@@ -26,10 +28,11 @@ from .ops.s4d_step import s4d_prefill, s4d_step
 from .ops.selective_scan import selective_scan, selective_state_update
 from .ops.ssd import ssd, ssd_state_update
 from .ops.vandermonde import vandermonde, vandermonde_transpose
-from .scan import dss_recurrence, recurrence
+from .scan import associative_scan, dss_recurrence, recurrence, s5_scan
 
 __all__ = [
     "FFTConvKernel",
+    "associative_scan",
     "cauchy",
     "causal_conv",
     "discretize",
@@ -45,6 +48,7 @@ __all__ = [
     "s4d_kernel",
     "s4d_prefill",
     "s4d_step",
+    "s5_scan",
     "selective_scan",
     "selective_state_update",
     "ssd",
