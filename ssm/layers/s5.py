@@ -9,7 +9,9 @@ of ``P`` states that reads and writes all ``H`` channels (Section 3):
 ``Λ`` diagonal, ``B̃`` ``(P, H)``, ``C̃`` ``(H, P)``, a step ``Δ`` per state, discretized by ZOH or
 bilinear and computed by :func:`ssm.scan.s5_scan` (:func:`ssm.scan.associative_scan`). The layer
 around it is the book's (``GELU → dropout → Linear-GLU``, as S4, DSS and S4D), not the S5
-authors' GLU variants. Initialization (Section 4 and the authors' code):
+authors' GLU variants. Bidirectional, a second ``C̃`` reads the same SSM scanned backwards,
+current step included (the authors' code; the book's convolutional layers read strictly later
+steps). Initialization (Sections 3–4 and the authors' code):
 
 - ``Λ``: the eigenvalues of HiPPO-N, the normal part ``A + PᵀP`` of HiPPO-LegS
   (:func:`ssm.hippo.nplr`), of size ``P/J`` in each of ``J`` blocks, ``V`` its eigenvectors
@@ -19,8 +21,8 @@ authors' GLU variants. Initialization (Section 4 and the authors' code):
   parts truncated Lecun normal (variance ``1/P``); ``D ~ N(0, 1)``;
 - ``log Δ ~ U[log dt_min, log dt_max]``, one per state.
 
-With ``conj_sym`` the ``P/2`` eigenvalues of positive imaginary part are stored and the output
-is ``2 Re(C̃ x_k)``. Chapter *S5*.
+With ``conj_sym`` the ``P/2`` eigenvalues of positive imaginary part are stored (the authors'
+code keeps the other half, their conjugates) and the output is ``2 Re(C̃ x_k)``. Chapter *S5*.
 
 Dimension letters: B batch, L length, H channels, P states, Ps stored states, c output maps.
 """
@@ -55,7 +57,7 @@ class S5Config:
     dt_max: float = 1e-1
     conj_sym: bool = True  # store one eigenvalue of each conjugate pair, output 2 Re(C̃ x)
     clip_eigs: bool = False  # Re Λ clipped to <= -1e-4 (stable for any length)
-    bidirectional: bool = False  # a second C̃ reads a backward scan (no step)
+    bidirectional: bool = False  # a second C̃ reads a backward scan, step k included (no step)
     step_rescale: float = 1.0  # Δ multiplied by this (a change of sampling rate)
     dropout: float = 0.0  # after the GELU, before the GLU output projection
 
