@@ -4,6 +4,8 @@
   section "Two views of one model: recurrent and convolutional".
 - :func:`dss_recurrence` and :func:`dss_step_system`: the recurrent views of DSS's two kernels
   (:func:`ssm.dss_kernel`), with DSS-softmax's two stable cases (chapter *DSS*).
+- :func:`associative_scan` and :func:`s5_scan`: the log-depth parallel scan of a diagonal linear
+  recurrence and S5's MIMO SSM on it.
 
 Dimension letters: L length, N state size, H channels; ``(...)`` batch dimensions.
 """

@@ -17,10 +17,31 @@ from typing import Any
 import torch
 
 from .. import data, tasks, train
-from ..layers import Backbone, BackboneConfig, DSSConfig, S4Config, S4DConfig, parameter_count
+from ..layers import (
+    Backbone,
+    BackboneConfig,
+    DSSConfig,
+    GSSConfig,
+    LiquidS4Config,
+    MegaConfig,
+    S4Config,
+    S4DConfig,
+    S5Config,
+    SGConvConfig,
+    parameter_count,
+)
 
 #: The layer configs an experiment can name, by the ``"kind"`` key of its layer dict.
-LAYERS = {"s4": S4Config, "dss": DSSConfig, "s4d": S4DConfig}
+LAYERS = {
+    "s4": S4Config,
+    "dss": DSSConfig,
+    "s4d": S4DConfig,
+    "gss": GSSConfig,
+    "mega": MegaConfig,
+    "s5": S5Config,
+    "liquid_s4": LiquidS4Config,
+    "sgconv": SGConvConfig,
+}
 
 #: Data sets by the ``"source"`` key of a data dict: each returns ``(train, validation)``.
 SOURCES = {

@@ -17,19 +17,34 @@ around any such layer, so an ablation swaps one argument.
 from ._params import SSM_MARK, is_ssm_parameter, register
 from .backbone import Backbone, BackboneConfig, parameter_count
 from .dss import DSS, DSSConfig
+from .gss import GSS, GSSConfig
+from .liquid_s4 import LiquidS4, LiquidS4Config
+from .mega import Mega, MegaConfig
 from .s4 import S4, S4Config
 from .s4d import S4D, S4DConfig
+from .s5 import S5, S5Config
+from .sgconv import SGConv, SGConvConfig
 
 __all__ = [
     "DSS",
+    "GSS",
     "S4",
     "S4D",
+    "S5",
     "SSM_MARK",
     "Backbone",
     "BackboneConfig",
     "DSSConfig",
+    "GSSConfig",
+    "LiquidS4",
+    "LiquidS4Config",
+    "Mega",
+    "MegaConfig",
     "S4Config",
     "S4DConfig",
+    "S5Config",
+    "SGConv",
+    "SGConvConfig",
     "is_ssm_parameter",
     "parameter_count",
     "register",
