@@ -124,3 +124,8 @@ def time_cases(
                 sync()
                 best[key] = min(best[key], now() - start)
     return best
+
+
+def bound(err: float, tol: float = 1e-12) -> str:
+    """An error as printed: ``< tol`` for round-off, else two significant digits."""
+    return f"< {tol:.0e}" if err < tol else f"{err:.1e}"

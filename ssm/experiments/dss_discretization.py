@@ -25,7 +25,7 @@ from .. import plotting
 from ..discretize import discretize
 from ..kernels import dss_kernel
 from ..scan import recurrence
-from ._common import check_profile
+from ._common import bound, check_profile
 
 METHODS = ("bilinear", "zoh")
 #: Errors below this are printed as ``< TOL``: float64 round-off, whatever the CPU.
@@ -105,11 +105,6 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         for dt in cfg["steps"]
     ]
     return {"length": cfg["length"], "plot_eigenvalue": cfg["plot_eigenvalue"], "cases": cases}
-
-
-def bound(err: float, tol: float = TOL) -> str:
-    """An error as printed: ``< tol`` for round-off, else two significant digits."""
-    return f"< {tol:.0e}" if err < tol else f"{err:.1e}"
 
 
 def summary(results: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from .. import plotting
 from ..conv import causal_conv, fft_conv
 from ..kernels import dss_kernel
 from ..scan import dss_recurrence
-from ._common import check_profile, seed_everything
+from ._common import bound, check_profile, seed_everything
 
 #: Errors below this are printed as ``< TOL``: float64 round-off, whatever the CPU.
 TOL = 1e-12
@@ -136,11 +136,6 @@ def overflow(cfg: dict[str, Any], g: torch.Generator) -> dict[str, Any]:
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
     g = seed_everything(cfg["seed"])
     return {"check": check(cfg, g), "overflow": overflow(cfg, g)}
-
-
-def bound(err: float, tol: float = TOL) -> str:
-    """An error as printed: ``< tol`` for round-off, else two significant digits."""
-    return f"< {tol:.0e}" if err < tol else f"{err:.1e}"
 
 
 def summary(results: dict[str, Any]) -> str:
