@@ -1,0 +1,228 @@
+"""Chapter 5: the 2022 layers side by side, on one long-range task at one parameter budget.
+
+Eight layers on the shared backbone (:class:`ssm.layers.Backbone`), trained the same way on the
+same data: S4, DSS, S4D, GSS, S5, Liquid-S4, Mega and SGConv (the training kinds of
+:data:`ssm.experiments._training.LAYERS`). Each model's width ``d_model`` is chosen by
+:func:`width_for_budget` so that its trained parameters are as close as the widths allow to one
+common budget (within :data:`TOLERANCE`): what is compared is what a layer does with the same
+number of parameters, not how wide it is.
+
+The task is Chapter 2's long-range classification task (the data config of
+:mod:`ssm.experiments.hippo_ablation`): scikit-learn's digits read pixel by pixel (L = 64) in
+the ``ci`` profile, tiny models trained for seconds, too small to rank the layers reliably;
+MNIST-1D stretched to L = 1024 in the ``full`` one (about 100K parameters, one GPU). Each run
+records its final validation accuracy, its parameter count and its training time per step
+(from the history's ``elapsed_s``). The papers' LRA averages are printed beside, where
+:mod:`ssm.papers` has a table for the layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .. import papers, plotting
+from ..layers import (
+    Backbone,
+    BackboneConfig,
+    DSSConfig,
+    GSSConfig,
+    LiquidS4Config,
+    MegaConfig,
+    S4Config,
+    S4DConfig,
+    S5Config,
+    SGConvConfig,
+    parameter_count,
+)
+from ..train import TrainConfig
+from . import hippo_ablation
+from ._common import check_profile, progress, threads
+from ._training import datasets, fit, layer_config, layer_dict
+
+#: The layers compared, by training kind, with their names.
+MODELS = {
+    "s4": "S4",
+    "dss": "DSS",
+    "s4d": "S4D",
+    "gss": "GSS",
+    "s5": "S5",
+    "liquid_s4": "Liquid-S4",
+    "mega": "Mega",
+    "sgconv": "SGConv",
+}
+COLORS = dict(zip(MODELS, plotting.PALETTE.values(), strict=False))
+#: Largest relative distance of a model's trained parameters from the budget.
+TOLERANCE = 0.15
+#: The widths :func:`width_for_budget` chooses among: even, as some layers need.
+WIDTHS = range(4, 513, 2)
+#: Where a layer's LRA average is in :mod:`ssm.papers`: ``(table, row)``. The layers missing
+#: here have no table in ``data/papers`` (GSS reports no LRA results).
+PAPER_ROWS = {
+    "s4": ("s4_lra", "S4 (updated v2)"),
+    "dss": ("dss_lra", "DSS-exp"),
+    "s4d": ("s4d_lra", "S4D-Inv"),
+}
+
+
+def layers(profile: str) -> dict[str, Any]:
+    """The layer config of every model of :data:`MODELS` in ``profile`` (``l_max`` left to the
+    data set): small states in ``ci``, the defaults' order of size in ``full``."""
+    ci = profile == "ci"
+    N = 16 if ci else 64
+    return {
+        "s4": S4Config(d_state=N),
+        "dss": DSSConfig(d_state=N),
+        "s4d": S4DConfig(d_state=N),
+        "gss": GSSConfig(d_ssm=16 if ci else 32, expansion=2, d_state=N),
+        "s5": S5Config(d_state=N),
+        "liquid_s4": LiquidS4Config(d_state=N),
+        "mega": MegaConfig(d_state=8 if ci else 16, d_qk=16 if ci else 32),
+        "sgconv": SGConvConfig(kernel_dim=16 if ci else 32),
+    }
+
+
+def config(profile: str = "ci") -> dict[str, Any]:
+    check_profile(profile)
+    ci = profile == "ci"
+    ablation = hippo_ablation.config(profile)
+    backbone = BackboneConfig(
+        d_model=32, n_layers=1 if ci else 4, norm="layer", prenorm=True, dropout=0.0,
+        ff="none", pool="mean",
+    )  # fmt: skip
+    training = TrainConfig(
+        steps=150 if ci else 600,
+        batch_size=32 if ci else 64,
+        lr=2e-2 if ci else 4e-3,
+        ssm_lr=1e-3,
+        weight_decay=0.01,
+        warmup_steps=20 if ci else 60,
+        eval_every=50 if ci else 100,
+        seed=0,
+        device="cpu" if ci else "auto",
+        deterministic=ci,
+        progress=not ci,
+    )
+    return {
+        "profile": profile,
+        "data": ablation["data"],
+        "seed": 0,
+        "threads": 1 if ci else None,
+        "budget": 6_000 if ci else 100_000,
+        "backbone": dataclasses.asdict(backbone),
+        "layers": {kind: layer_dict(kind, cfg) for kind, cfg in layers(profile).items()},
+        "train": dataclasses.asdict(training),
+    }
+
+
+def count(backbone: dict[str, Any], layer: dict[str, Any], d_model: int, dataset) -> int:
+    """Trained parameters of the backbone at width ``d_model`` around ``layer`` for
+    ``dataset``."""
+    cfg = BackboneConfig(**{**backbone, "d_model": d_model})
+    return parameter_count(Backbone.for_data(cfg, layer_config(layer), dataset))["total"]
+
+
+def width_for_budget(
+    backbone: dict[str, Any], layer: dict[str, Any], budget: int, dataset
+) -> tuple[int, int]:
+    """``(d_model, parameters)``: the width of :data:`WIDTHS` whose model has the trained
+    parameter count nearest ``budget``, by bisection (the count grows with the width)."""
+    widths = list(WIDTHS)
+    lo, hi = 0, len(widths) - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if count(backbone, layer, widths[mid], dataset) < budget:
+            lo = mid
+        else:
+            hi = mid
+    candidates = {w: count(backbone, layer, w, dataset) for w in (widths[lo], widths[hi])}
+    best = min(candidates, key=lambda w: abs(candidates[w] - budget))
+    return best, candidates[best]
+
+
+def ms_per_step(history: list[dict[str, Any]]) -> float:
+    """Training time per step (ms) between the first and the last evaluation of a history
+    (evaluations are included; the first step's warm-up is not)."""
+    first, last = history[0], history[-1]
+    steps = last["step"] - first["step"]
+    if steps <= 0:
+        return 1e3 * last["elapsed_s"] / max(last["step"], 1)
+    return 1e3 * (last["elapsed_s"] - first["elapsed_s"]) / steps
+
+
+def run(cfg: dict[str, Any]) -> dict[str, Any]:
+    train_set, val_set = datasets(cfg["data"], cfg["seed"])
+    runs = {}
+    with threads(cfg):
+        for kind, layer in progress(cfg["layers"].items(), cfg, "2022 layers"):
+            width, _ = width_for_budget(cfg["backbone"], layer, cfg["budget"], train_set)
+            backbone = {**cfg["backbone"], "d_model": width}
+            r = fit(train_set, val_set, backbone, layer, cfg["train"])
+            runs[kind] = {
+                "d_model": width,
+                "accuracy": None if r["diverged"] else r["final"]["val_accuracy"],
+                "parameters": r["parameters"]["total"],
+                "ms_per_step": ms_per_step(r["history"]),
+                "history": r["history"],
+                "diverged": r["diverged"],
+            }
+    return {
+        "data": {"name": train_set.name, "length": train_set.seq_len, "train": len(train_set),
+                 "validation": len(val_set), "classes": train_set.n_classes},
+        "budget": cfg["budget"],
+        "runs": runs,
+    }  # fmt: skip
+
+
+def paper_average(kind: str) -> float | None:
+    """The published LRA average of layer ``kind`` (:data:`PAPER_ROWS`), ``None`` where
+    :mod:`ssm.papers` has no table for it."""
+    if kind not in PAPER_ROWS:
+        return None
+    table, model = PAPER_ROWS[kind]
+    return next(r["avg"] for r in papers.table(table) if r["model"] == model)
+
+
+def summary(results: dict[str, Any]) -> str:
+    """One line per layer: width, trained parameters, final validation accuracy (%), training
+    time per step (ms) and the paper's LRA average ("n/a" where none is stored)."""
+    d = results["data"]
+    lines = [
+        f"{d['name']}, L = {d['length']}, budget {results['budget']:,} parameters",
+        f"{'layer':<10} {'d_model':>7} {'params':>8} {'acc (%)':>8} {'ms/step':>8} "
+        f"{'LRA avg (paper)':>16}",
+    ]
+    for kind, r in results["runs"].items():
+        acc = "div" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}"
+        avg = paper_average(kind)
+        lines.append(
+            f"{MODELS[kind]:<10} {r['d_model']:>7} {r['parameters']:>8,} {acc:>8} "
+            f"{r['ms_per_step']:>8.1f} {'n/a' if avg is None else f'{avg:.2f}':>16}"
+        )
+    return "\n".join(lines)
+
+
+@plotting.styled
+def plot(results: dict[str, Any]):
+    """(a) final validation accuracy against trained parameters, one point per layer, the
+    budget dashed; (b) training time per step of each layer, as bars."""
+    fig, (ax, bx) = plotting.subplots(1, 2, height=3.4)
+    kinds = list(results["runs"])
+    for kind in kinds:
+        r = results["runs"][kind]
+        acc = 0.0 if r["accuracy"] is None else 100 * r["accuracy"]
+        ax.plot([r["parameters"]], [acc], "o" if r["accuracy"] is not None else "x",
+                color=COLORS[kind], ms=7, label=MODELS[kind])  # fmt: skip
+        ax.annotate(MODELS[kind], (r["parameters"], acc), textcoords="offset points",
+                    xytext=(4, 3), fontsize="x-small")  # fmt: skip
+    ax.axvline(results["budget"], color=plotting.PALETTE["black"], ls="--", lw=1)
+    plotting.label(ax, "trained parameters", "validation accuracy (%)", "accuracy at the budget")
+    x = np.arange(len(kinds))
+    bx.bar(x, [results["runs"][k]["ms_per_step"] for k in kinds],
+           color=[COLORS[k] for k in kinds])  # fmt: skip
+    bx.set_xticks(x, [MODELS[k] for k in kinds], rotation=45, ha="right")
+    plotting.label(bx, "layer", "ms per training step", "training time")
+    plotting.panel_letters([ax, bx])
+    return fig
