@@ -84,6 +84,15 @@ def test_layers_summary_and_plot_show_every_layer(tiny_layers_run):
     assert len(bars.patches) == len(layers_2022.MODELS)
 
 
+def test_layers_summary_and_plot_without_timing(tiny_layers_run):
+    text = layers_2022.summary(tiny_layers_run, timing=False)
+    assert "ms/step" not in text
+    assert all(name in text for name in layers_2022.MODELS.values())
+    (ax,) = layers_2022.plot(tiny_layers_run, timing=False).axes
+    points = [line for line in lines_with_data(ax) if line.get_marker() in ("o", "x")]
+    assert len(points) == len(layers_2022.MODELS)
+
+
 def test_paper_averages_are_the_stored_rows():
     assert layers_2022.paper_average("s4") == pytest.approx(86.09)
     assert layers_2022.paper_average("s4d") == pytest.approx(85.50)
