@@ -93,6 +93,12 @@ def test_layers_summary_and_plot_without_timing(tiny_layers_run):
     assert len(points) == len(layers_2022.MODELS)
 
 
+def test_summary_keeps_the_layer_order_of_a_stored_record(tiny_layers_run):
+    stored = {**tiny_layers_run, "runs": dict(sorted(tiny_layers_run["runs"].items()))}
+    rows = layers_2022.summary(stored, timing=False).splitlines()[2:]
+    assert [row.split()[0] for row in rows] == list(layers_2022.MODELS.values())
+
+
 def test_paper_averages_are_the_stored_rows():
     assert layers_2022.paper_average("s4") == pytest.approx(86.09)
     assert layers_2022.paper_average("s4d") == pytest.approx(85.50)

@@ -188,6 +188,12 @@ def paper_average(kind: str) -> float | None:
     return next(r["avg"] for r in papers.table(table) if r["model"] == model)
 
 
+def kinds(results: dict[str, Any]) -> list[str]:
+    """The layers of ``results`` in the order of :data:`MODELS` (a stored record's keys are
+    sorted)."""
+    return [k for k in MODELS if k in results["runs"]]
+
+
 def summary(results: dict[str, Any], timing: bool = True) -> str:
     """One line per layer: width, trained parameters, final validation accuracy (%), training
     time per step (ms, left out with ``timing=False``) and the paper's LRA average ("n/a" where
@@ -198,7 +204,8 @@ def summary(results: dict[str, Any], timing: bool = True) -> str:
         f"{d['name']}, L = {d['length']}, budget {results['budget']:,} parameters",
         f"{'layer':<10} {'d_model':>7} {'params':>8} {'acc (%)':>8}{ms} {'LRA avg (paper)':>16}",
     ]
-    for kind, r in results["runs"].items():
+    for kind in kinds(results):
+        r = results["runs"][kind]
         acc = "div" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}"
         avg = paper_average(kind)
         ms = f" {r['ms_per_step']:>8.1f}" if timing else ""
@@ -212,7 +219,8 @@ def summary(results: dict[str, Any], timing: bool = True) -> str:
 def _accuracy_panel(ax, results: dict[str, Any]) -> None:
     """Final validation accuracy against trained parameters, one point per layer (a cross at 0
     for a run that diverged), the budget dashed."""
-    for kind, r in results["runs"].items():
+    for kind in kinds(results):
+        r = results["runs"][kind]
         acc = 0.0 if r["accuracy"] is None else 100 * r["accuracy"]
         ax.plot([r["parameters"]], [acc], "o" if r["accuracy"] is not None else "x",
                 color=COLORS[kind], ms=7, label=MODELS[kind])  # fmt: skip
@@ -224,11 +232,11 @@ def _accuracy_panel(ax, results: dict[str, Any]) -> None:
 
 def _timing_panel(ax, results: dict[str, Any]) -> None:
     """Training time per step of each layer, as bars."""
-    kinds = list(results["runs"])
-    x = np.arange(len(kinds))
-    ax.bar(x, [results["runs"][k]["ms_per_step"] for k in kinds],
-           color=[COLORS[k] for k in kinds])  # fmt: skip
-    ax.set_xticks(x, [MODELS[k] for k in kinds], rotation=45, ha="right")
+    order = kinds(results)
+    x = np.arange(len(order))
+    ax.bar(x, [results["runs"][k]["ms_per_step"] for k in order],
+           color=[COLORS[k] for k in order])  # fmt: skip
+    ax.set_xticks(x, [MODELS[k] for k in order], rotation=45, ha="right")
     plotting.label(ax, "layer", "ms per training step", "training time")
 
 
