@@ -67,6 +67,30 @@ REFERENCES: dict[str, tuple[str, str, int, str]] = {
         2022,
         "2206.11893",
     ),
+    "ma2023mega": (
+        "Ma, Zhou, Kong, He, Gui, Neubig, May, Zettlemoyer",
+        "Mega: Moving Average Equipped Gated Attention",
+        2023,
+        "2209.10655",
+    ),
+    "smith2023s5": (
+        "Smith, Warrington, Linderman",
+        "Simplified State Space Layers for Sequence Modeling",
+        2023,
+        "2208.04933",
+    ),
+    "hasani2023liquid": (
+        "Hasani, Lechner, Wang, Chahine, Amini, Rus",
+        "Liquid Structural State-Space Models",
+        2023,
+        "2209.12951",
+    ),
+    "li2023sgconv": (
+        "Li, Cai, Zhang, Chen, Dey",
+        "What Makes Convolutional Models Great on Long Sequence Modeling?",
+        2023,
+        "2210.09298",
+    ),
     "tay2021lra": (
         "Tay, Dehghani, Abnar, Shen, Bahri, Pham, Rao, Yang, Ruder, Metzler",
         "Long Range Arena: A Benchmark for Efficient Transformers",

@@ -103,7 +103,11 @@ def test_paper_averages_are_the_stored_rows():
     assert layers_2022.paper_average("s4") == pytest.approx(86.09)
     assert layers_2022.paper_average("s4d") == pytest.approx(85.50)
     assert layers_2022.paper_average("dss") == pytest.approx(81.18)
-    assert layers_2022.paper_average("mega") is None
+    assert layers_2022.paper_average("mega") == pytest.approx(88.21)
+    assert layers_2022.paper_average("s5") == pytest.approx(87.46)
+    assert layers_2022.paper_average("sgconv") == pytest.approx(87.17)
+    assert layers_2022.paper_average("gss") is None  # GSS reports no LRA results
+    assert layers_2022.paper_average("liquid_s4") is None  # only its abstract's average seen
 
 
 @pytest.mark.parametrize(("L", "d"), [(1024, 32), (1000, 32), (64, 64), (4096, 64)])

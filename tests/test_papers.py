@@ -265,3 +265,11 @@ def test_s4_legs_is_the_same_row_in_both_tables():
     restated = next(r for r in papers.table("s4d_lra") if r["model"] == "S4-LegS")
     v2 = next(r for r in papers.table("s4_lra") if r["model"] == "S4 (updated v2)")
     assert all(restated[t] == v2[t] for t in (*papers.LRA_TASKS, "avg"))
+
+
+def test_lra_2022_rows_average_their_tasks():
+    """Mega, Mega-chunk, S5 and SGConv: every task reported, the average their mean."""
+    rows = papers.table("lra_2022")
+    assert {r["model"] for r in rows} == {"Mega", "Mega-chunk", "S5", "SGConv"}
+    for row in rows:
+        assert abs(papers.lra_average(row) - row["avg"]) < 0.005, row["model"]
