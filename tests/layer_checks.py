@@ -24,3 +24,20 @@ def assert_device_matches_float64(exact: nn.Module, fast: nn.Module, device, d_m
     assert rel_err(x_fast.grad.double().cpu(), x.grad) < 1e-4
     for (name, p), q in zip(exact.named_parameters(), fast.parameters(), strict=True):
         assert rel_err(q.grad.double().cpu(), p.grad) < 1e-3, name
+
+
+def long_length(device) -> int:
+    """The sequence length of the long-sequence checks: 16 384 on a GPU, 2048 on the CPU."""
+    return 16384 if device.type == "cuda" else 2048
+
+
+def assert_bf16_finite(layer: nn.Module, length: int, d_model: int, device) -> None:
+    """Under bfloat16 autocast, ``layer`` on a random ``(2, length, d_model)`` input gives finite
+    outputs, and every parameter a finite gradient of the mean squared output."""
+    x = torch.randn(2, length, d_model, device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        y = layer(x)
+    y.float().square().mean().backward()
+    assert torch.isfinite(y).all()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from layer_checks import rel_err
+from layer_checks import assert_bf16_finite, long_length, rel_err
 
 from ssm.layers import is_ssm_parameter
 from ssm.layers.gss import GSSConfig
@@ -117,14 +117,9 @@ def test_causal_and_every_parameter_gets_a_finite_gradient():
 
 
 def test_bf16_autocast_on_the_device_is_finite_at_16384(device):
-    L = 16384 if device.type == "cuda" else 2048
+    L = long_length(device)
     lay = layer(E=8, H=4, N=16, l_max=L, dtype=torch.float32).to(device)
-    x = torch.randn(2, L, 8, device=device)
-    with torch.autocast(device.type, dtype=torch.bfloat16):
-        y = lay(x)
-    y.float().square().mean().backward()
-    assert torch.isfinite(y).all()
-    assert all(torch.isfinite(p.grad).all() for p in lay.parameters())
+    assert_bf16_finite(lay, L, 8, device)
 
 
 @pytest.mark.parametrize(

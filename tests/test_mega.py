@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from layer_checks import assert_device_matches_float64, rel_err
+from layer_checks import assert_device_matches_float64, long_length, rel_err
 
 import ssm
 from ssm.kernels import ema_recurrence
@@ -239,7 +239,7 @@ def test_float32_forward_and_gradients_on_the_device_match_float64(kw, device):
 
 @pytest.mark.parametrize("chunk_size", [None, 128])
 def test_bf16_autocast_on_the_device_is_finite_at_16384(chunk_size, device):
-    L = 16384 if device.type == "cuda" else 2048
+    L = long_length(device)
     lay = layer(D=8, N=16, l_max=L, dtype=torch.float32, chunk_size=chunk_size).to(device)
     x = torch.randn(2, L, 8, device=device, requires_grad=True)
     with torch.autocast(device.type, dtype=torch.bfloat16):

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from layer_checks import rel_err
+from layer_checks import assert_bf16_finite, long_length, rel_err
 
 from ssm.layers.sgconv import SGConvConfig, num_scales
 
@@ -148,14 +148,9 @@ def test_no_recurrent_step():
 
 
 def test_bf16_autocast_on_the_device_is_finite_at_16384(device):
-    L = 16384 if device.type == "cuda" else 2048
+    L = long_length(device)
     lay = layer(H=8, d=32, l_max=L, dtype=torch.float32).to(device)
-    x = torch.randn(2, L, 8, device=device)
-    with torch.autocast(device.type, dtype=torch.bfloat16):
-        y = lay(x)
-    y.float().square().mean().backward()
-    assert torch.isfinite(y).all()
-    assert all(torch.isfinite(p.grad).all() for p in lay.parameters())
+    assert_bf16_finite(lay, L, 8, device)
 
 
 @pytest.mark.parametrize(
