@@ -47,6 +47,10 @@ LAYERS = {
 SOURCES = {
     "digits": lambda seed, **kw: data.digits(seed=seed, **kw),
     "mnist1d": lambda seed, **kw: data.mnist1d(seed=seed, **kw),
+    "copying": lambda seed, n_train, n_val, **kw: (
+        tasks.copying(n_train, seed=seed, **kw),
+        tasks.copying(n_val, seed=seed + 1, **kw),
+    ),
     "listops": lambda seed, n_train, n_val, **kw: (
         tasks.listops(n_train, seed=seed, **kw),
         tasks.listops(n_val, seed=seed + 1, **kw),
