@@ -65,8 +65,8 @@ def hand_made(accuracies: dict[str, float]) -> dict:
         arm: {"history": history, "final": {"val_accuracy": acc}, "diverged": None}
         for arm, acc in accuracies.items()
     }
-    return {"config": mega_chunk_ablation.config("ci"), "length": 32, "chance": 0.125,
-            "runs": runs}  # fmt: skip
+    cfg = mega_chunk_ablation.config("ci")
+    return {"config": cfg, "length": 32, "chance": 0.125, "blind": 0.15, "runs": runs}
 
 
 def test_ablation_summary_and_plot_cover_every_arm_and_give_the_verdict():
@@ -79,3 +79,9 @@ def test_ablation_summary_and_plot_cover_every_arm_and_give_the_verdict():
     assert "restores" in text
     fig = mega_chunk_ablation.plot(good)
     assert len(fig.axes[0].get_lines()) == len(good["runs"]) + 1
+
+
+def test_blind_accuracy_is_the_most_frequent_scored_target():
+    targets = torch.full((4, 3), -100)
+    targets[:, -1] = torch.tensor([2, 2, 5, 7])
+    assert mega_chunk_ablation.blind_accuracy(targets) == 0.5
