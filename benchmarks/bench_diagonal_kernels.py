@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import sys
 import traceback
 from pathlib import Path
@@ -31,20 +30,8 @@ from ssm.experiments.diagonal_cost import LAYERS, forward_backward, kernel_modul
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # provenance.py and timing.py, beside this file
 
-from provenance import git_commit  # noqa: E402 (found through the path just set)
-from timing import Timer  # noqa: E402
-
-
-def _error(err: BaseException) -> str:
-    if isinstance(err, torch.cuda.OutOfMemoryError):
-        return "skipped: out of memory"
-    return f"{type(err).__name__}: {str(err)[:500]}"
-
-
-def _free(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
+from provenance import git_commit, versions  # noqa: E402 (found through the path just set)
+from timing import Timer, describe_error, free  # noqa: E402
 
 
 def time_case(name: str, H: int, N: int, L: int, timer: Timer, device: str) -> dict:
@@ -57,39 +44,21 @@ def time_case(name: str, H: int, N: int, L: int, timer: Timer, device: str) -> d
         rec["parameters"] = sum(p.numel() for p in kernel.parameters())
         forward_backward(kernel)  # first call: compiles the Triton kernels
         rec["ms_fwd"] = round(timer.ms(kernel), 4)
-        _free(device)
+        free(device)
         rec["ms_fwd_bwd"] = round(timer.ms(lambda: forward_backward(kernel)), 4)
-        _free(device)
+        free(device)
         peak = timer.peak_mib(lambda: forward_backward(kernel))
         if peak is not None:
             rec["peak_extra_MiB"] = peak["peak_extra_MiB"]
     except Exception as err:  # out of memory, or a kernel failing: recorded, not fatal
-        rec["error"] = _error(err)
+        rec["error"] = describe_error(err)
         rec.pop("ms_fwd", None)
         if not isinstance(err, torch.cuda.OutOfMemoryError):
             rec["traceback"] = traceback.format_exc(limit=4)[-1500:]
     finally:
         kernel = None  # freed before the next case
-        _free(device)
+        free(device)
     return rec
-
-
-def _versions(device: str) -> dict:
-    meta = {
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "device": torch.cuda.get_device_name()
-        if device == "cuda"
-        else platform.processor() or "cpu",
-    }
-    try:
-        import triton
-
-        meta["triton"] = triton.__version__
-    except Exception as err:  # CPU machines may lack it
-        meta["triton"] = repr(err)[:200]
-    return meta
 
 
 def _out_file(out: str) -> Path:
@@ -124,7 +93,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     timer = Timer(device, args.smoke)
-    meta = _versions(device) | {
+    meta = versions(device) | {
         "benchmark": "diagonal kernels: kernel generation of one layer",
         "commit": args.commit or git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -27,7 +27,6 @@ import argparse
 import datetime
 import importlib.util
 import json
-import platform
 import sys
 import tempfile
 import traceback
@@ -43,8 +42,8 @@ from ssm.layers import Backbone, BackboneConfig, S4Config
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # anchors.py and provenance.py, beside this file
 
-from provenance import git_commit  # noqa: E402 (found through the path just set)
-from timing import Timer  # noqa: E402
+from provenance import git_commit, versions  # noqa: E402 (found through the path just set)
+from timing import Timer, describe_error, free  # noqa: E402
 
 OURS, THEIRS = "ssm S4", "S4 authors' S4Block"
 
@@ -226,18 +225,6 @@ def _param_counts(module: nn.Module) -> dict:
     }
 
 
-def _error(err: BaseException) -> str:
-    if isinstance(err, torch.cuda.OutOfMemoryError):
-        return "skipped: out of memory"
-    return f"{type(err).__name__}: {str(err)[:500]}"
-
-
-def _free(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-
-
 def time_layer(
     make: Callable[[], nn.Module], x: torch.Tensor, bf16: bool, timer: Timer, device: str
 ) -> tuple[dict, nn.Module | None]:
@@ -268,21 +255,21 @@ def time_layer(
             y.backward(grad)
 
         rec["ms_fwd"] = round(timer.ms(fwd), 4)
-        _free(device)
+        free(device)
         rec["ms_fwd_bwd"] = round(timer.ms(fwd_bwd), 4)
         rec["tokens_per_s"] = round(x.shape[0] * x.shape[1] / (rec["ms_fwd_bwd"] * 1e-3))
-        _free(device)
+        free(device)
         mem = timer.peak_mib(fwd_bwd)
         if mem:
             rec.update(mem)
     except Exception as err:  # out of memory, or an anchor failing: recorded, not fatal
-        rec["error"] = _error(err)
+        rec["error"] = describe_error(err)
         if not isinstance(err, torch.cuda.OutOfMemoryError):
             rec["traceback"] = traceback.format_exc(limit=4)[-1500:]
     finally:
         for p in layer.parameters() if layer is not None else ():
             p.grad = None
-        _free(device)
+        free(device)
     return rec, layer
 
 
@@ -312,16 +299,16 @@ def time_model(
         step()
         rec["ms_step"] = round(timer.ms(step), 4)
         rec["tokens_per_s"] = round(B * L / (rec["ms_step"] * 1e-3))
-        _free(device)
+        free(device)
         mem = timer.peak_mib(step)
         if mem:
             rec.update(mem)
     except Exception as err:  # recorded, not fatal
-        rec["error"] = _error(err)
+        rec["error"] = describe_error(err)
         if not isinstance(err, torch.cuda.OutOfMemoryError):
             rec["traceback"] = traceback.format_exc(limit=4)[-1500:]
     finally:
-        _free(device)
+        free(device)
     return rec
 
 
@@ -341,30 +328,12 @@ def equivalence(theirs: nn.Module, H: int, N: int, L: int, x: torch.Tensor, devi
             a, b = ours(x).double(), theirs(x).double()
         return {"rel_error_ours_vs_theirs_same_params": float((a - b).norm() / b.norm())}
     except Exception as err:  # recorded, not fatal
-        return {"equivalence_error": _error(err)}
+        return {"equivalence_error": describe_error(err)}
     finally:
-        _free(device)
+        free(device)
 
 
 # --------------------------------------------------------------------------- main
-
-
-def _versions(device: str) -> dict:
-    meta = {
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "device": torch.cuda.get_device_name()
-        if device == "cuda"
-        else platform.processor() or "cpu",
-    }
-    try:
-        import triton
-
-        meta["triton"] = triton.__version__
-    except Exception as err:  # CPU machines may lack it
-        meta["triton"] = repr(err)[:200]
-    return meta
 
 
 def _out_file(out: str) -> Path:
@@ -444,7 +413,7 @@ def main() -> None:
     ref = Path(args.s4_ref)
     if not ref.is_absolute() and not ref.exists():
         ref = HERE.parent / ref  # relative to the repository root
-    meta = _versions(device) | {
+    meta = versions(device) | {
         "benchmark": "S4 layer training throughput",
         "commit": args.commit or git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -471,7 +440,7 @@ def main() -> None:
         s4_src = Path(args.s4_src) if args.s4_src else ref / "extensions" / "kernels"
         s4mod, counter = import_authors_s4(ref, Path(args.wheels), s4_src, meta, device)
     except Exception as err:  # only our layer is then timed
-        meta["s4_authors_import_error"] = _error(err)
+        meta["s4_authors_import_error"] = describe_error(err)
         meta["s4_authors_import_traceback"] = traceback.format_exc(limit=4)[-1500:]
     print(json.dumps({k: v for k, v in meta.items() if k not in ("ours_config", "theirs_config")}))
 
@@ -489,7 +458,7 @@ def main() -> None:
                 torch.manual_seed(1)
                 x = torch.randn(B, L, H, device=device)
             except Exception as err:  # out of memory for the input itself
-                case["error"] = _error(err)
+                case["error"] = describe_error(err)
                 cases.append(case)
                 continue
             case["layer"][OURS], _ = time_layer(
@@ -537,7 +506,7 @@ def main() -> None:
                 "model_step": _ratio(mo, mt, "ms_step"),
             }
             del x
-            _free(device)
+            free(device)
             cases.append(case)
             print(
                 json.dumps(

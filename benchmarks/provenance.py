@@ -1,9 +1,12 @@
-"""The commit a benchmark ran at, recorded in its JSON."""
+"""What a benchmark records about where it ran: the commit, the versions, the device."""
 
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
+
+import torch
 
 
 def git_commit() -> str:
@@ -17,3 +20,22 @@ def git_commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def versions(device: str) -> dict:
+    """torch, CUDA, Python and Triton versions and the device's name."""
+    meta = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "device": torch.cuda.get_device_name()
+        if device == "cuda"
+        else platform.processor() or "cpu",
+    }
+    try:
+        import triton
+
+        meta["triton"] = triton.__version__
+    except Exception as err:  # CPU machines may lack it
+        meta["triton"] = repr(err)[:200]
+    return meta

@@ -50,3 +50,17 @@ class Timer:
             "peak_MiB": round(peak / 2**20, 1),
             "peak_extra_MiB": round((peak - before) / 2**20, 1),
         }
+
+
+def describe_error(err: BaseException) -> str:
+    """A failed case as recorded: out of memory as skipped, else the error in one line."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return "skipped: out of memory"
+    return f"{type(err).__name__}: {str(err)[:500]}"
+
+
+def free(device: str) -> None:
+    """Wait for the GPU and return its cached memory, so that cases do not share it."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
