@@ -23,6 +23,7 @@ import numpy as np
 from .. import papers, plotting
 from ..layers import BackboneConfig, S4DConfig
 from ..train import TrainConfig
+from . import hippo_ablation
 from ._common import check_profile, progress, threads
 from ._training import datasets, fit, layer_dict
 
@@ -60,14 +61,9 @@ def base_config(profile: str) -> dict[str, Any]:
         deterministic=ci,  # on a GPU, allow the faster non-deterministic kernels
         progress=not ci,
     )
-    data = (
-        {"source": "digits"}
-        if ci
-        else {"source": "mnist1d", "n_train": 8000, "n_test": 2000, "length": length}
-    )
     return {
         "profile": profile,
-        "data": data,
+        "data": hippo_ablation.config(profile)["data"],  # digits (ci), MNIST-1D at L = 1024
         "seed": 0,
         "threads": 1 if ci else None,  # one CPU thread: two fight over a shared 2-core machine
         "backbone": dataclasses.asdict(backbone),
