@@ -11,8 +11,10 @@ One model for all layers, so that an ablation swaps one argument (the layer's co
 This is the model of the S4 authors' experiments (their standalone example and their LRA
 configs): S4 puts a GLU output projection inside the layer and uses no separate MLP, which is
 ``ff="none"`` here; Mamba-style and Transformer-style stacks add one (``"glu"`` or ``"mlp"``).
-Explained in the book's Chapter 2, *S4 v2: how to train your HiPPO*. Dimension letters: B batch,
-L length, D = d_model.
+The layer config may also be a list, one config per block: a hybrid stack (attention blocks
+among Hyena or Mamba blocks, :func:`ssm.layers.hybrid.stripes`) or RWKV's alternation of time
+and channel mixing. Explained in the book's Chapter 2, *S4 v2: how to train your HiPPO*, and
+the list form in Chapter *2023*. Dimension letters: B batch, L length, D = d_model.
 """
 
 from __future__ import annotations
@@ -135,7 +137,8 @@ class Backbone(nn.Module):
     Args:
         cfg: the stack's settings (:class:`BackboneConfig`).
         layer_cfg: the sequence layer's config; ``layer_cfg.build(d_model)`` makes each block's
-            layer (the protocol of :mod:`ssm.layers`).
+            layer (the protocol of :mod:`ssm.layers`). Or a list of ``cfg.n_layers`` configs,
+            block ``i`` built from the ``i``-th.
         n_classes: width of the decoder.
         vocab_size: number of tokens of integer inputs ``(B, L)`` (an embedding encoder), or
         d_input: features per step of real inputs ``(B, L, d_input)`` (a linear encoder); give
@@ -165,6 +168,7 @@ class Backbone(nn.Module):
                 "give exactly one of vocab_size (token inputs) and d_input (real features), got "
                 f"vocab_size={vocab_size} and d_input={d_input}"
             )
+        layer_cfgs = _per_block(layer_cfg, cfg.n_layers)
         self.cfg, self.layer_cfg, self.per_step = cfg, layer_cfg, per_step
         self.vocab_size, self.d_input = vocab_size, d_input
         D = cfg.d_model
@@ -172,7 +176,7 @@ class Backbone(nn.Module):
             self.encoder = nn.Embedding(_checks.positive_int("vocab_size", vocab_size), D)
         else:
             self.encoder = nn.Linear(_checks.positive_int("d_input", d_input), D)
-        self.blocks = nn.ModuleList(Block(cfg, layer_cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, c) for c in layer_cfgs)
         self.norm = Norm(cfg.norm, D) if cfg.prenorm else nn.Identity()
         self.decoder = nn.Linear(D, n_classes)
 
@@ -181,14 +185,10 @@ class Backbone(nn.Module):
         """The backbone sized for ``dataset`` (an :class:`ssm.data.SequenceDataset`): its
         ``n_classes``, ``vocab_size``, ``d_input`` and ``per_step``. A layer config with an
         ``l_max`` of ``None`` gets the data set's ``seq_len``; a shorter one is refused."""
-        l_max = getattr(layer_cfg, "l_max", None)
-        if dataclasses.is_dataclass(layer_cfg) and hasattr(layer_cfg, "l_max") and l_max is None:
-            layer_cfg = dataclasses.replace(layer_cfg, l_max=dataset.seq_len)
-        elif l_max is not None and l_max < dataset.seq_len:
-            raise ValueError(
-                f"layer_cfg.l_max={l_max} is shorter than the data set's sequences "
-                f"(seq_len={dataset.seq_len}); set l_max >= {dataset.seq_len} or None"
-            )
+        if isinstance(layer_cfg, (list, tuple)):
+            layer_cfg = [_sized(c, dataset.seq_len) for c in layer_cfg]
+        else:
+            layer_cfg = _sized(layer_cfg, dataset.seq_len)
         return cls(
             cfg,
             layer_cfg,
@@ -257,6 +257,32 @@ class Backbone(nn.Module):
             h, s = block.step(h, s)  # (B D)
             new_state.append(s)
         return self.decoder(self.norm(h)), new_state  # (B n_classes)
+
+
+def _per_block(layer_cfg: Any, n_layers: int) -> list[Any]:
+    """One layer config per block: ``layer_cfg`` repeated, or the list itself."""
+    if not isinstance(layer_cfg, (list, tuple)):
+        return [layer_cfg] * n_layers
+    if len(layer_cfg) != n_layers:
+        raise ValueError(
+            f"a list of layer configs needs one per block: n_layers={n_layers}, got "
+            f"{len(layer_cfg)} configs"
+        )
+    return list(layer_cfg)
+
+
+def _sized(layer_cfg: Any, seq_len: int) -> Any:
+    """``layer_cfg`` with ``l_max = seq_len`` where it has an unset ``l_max``; refused when its
+    ``l_max`` is shorter than ``seq_len``."""
+    l_max = getattr(layer_cfg, "l_max", None)
+    if dataclasses.is_dataclass(layer_cfg) and hasattr(layer_cfg, "l_max") and l_max is None:
+        return dataclasses.replace(layer_cfg, l_max=seq_len)
+    if l_max is not None and l_max < seq_len:
+        raise ValueError(
+            f"layer_cfg.l_max={l_max} is shorter than the data set's sequences "
+            f"(seq_len={seq_len}); set l_max >= {seq_len} or None"
+        )
+    return layer_cfg
 
 
 def parameter_count(model: nn.Module) -> dict[str, int]:
