@@ -67,3 +67,13 @@ def test_bad_stacks_are_refused():
         stripes("SX", S=S4Config())
     with pytest.raises(ValueError, match="non-empty string"):
         stripes("", S=S4Config())
+
+
+def test_a_stripes_layer_dict_names_a_stack():
+    from ssm.experiments._training import layer_config
+
+    layers = {"D": {"kind": "s4d", "d_state": 4}, "S": {"kind": "s4", "d_state": 6}}
+    spec = {"kind": "stripes", "pattern": "DSD", "layers": layers}
+    cfgs = layer_config(spec)
+    assert [type(c).__name__ for c in cfgs] == ["S4DConfig", "S4Config", "S4DConfig"]
+    assert cfgs[1].d_state == 6

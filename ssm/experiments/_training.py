@@ -30,6 +30,7 @@ from ..layers import (
     SGConvConfig,
     parameter_count,
 )
+from ..layers.hybrid import stripes
 
 #: The layer configs an experiment can name, by the ``"kind"`` key of its layer dict.
 LAYERS = {
@@ -72,9 +73,14 @@ def datasets(spec: dict[str, Any], seed: int) -> tuple[data.SequenceDataset, dat
 
 
 def layer_config(spec: dict[str, Any]) -> Any:
-    """The layer config dataclass of a layer dict (its ``"kind"`` and fields)."""
+    """The layer config dataclass of a layer dict (its ``"kind"`` and fields); for the kind
+    ``"stripes"``, the list of configs of a mixed stack (:func:`ssm.layers.hybrid.stripes`):
+    ``{"kind": "stripes", "pattern": "MMMA", "layers": {"M": {...}, "A": {...}}}``."""
     spec = dict(spec)
     kind = spec.pop("kind")
+    if kind == "stripes":
+        layers = {letter: layer_config(sub) for letter, sub in spec["layers"].items()}
+        return stripes(spec["pattern"], **layers)
     if kind not in LAYERS:
         raise ValueError(f"unknown layer kind {kind!r}; available: {', '.join(LAYERS)}")
     return LAYERS[kind](**spec)
@@ -91,6 +97,8 @@ def fit(
     backbone: dict[str, Any],
     layer: dict[str, Any],
     training: dict[str, Any],
+    *,
+    return_model: bool = False,
 ) -> dict[str, Any]:
     """Train one model of the shared backbone on ``train_set``; return its history and size.
 
@@ -99,7 +107,8 @@ def fit(
     "lr", "elapsed_s"}``. A run whose loss or gradients stop being finite is a result too (an
     unstable parameterization is what some ablations show): it ends there, ``diverged`` holds
     the step and the message, and ``final`` is its last evaluation (chance level, ``None``
-    accuracy, if there was none).
+    accuracy, if there was none). With ``return_model``, the trained model is under ``"model"``
+    too (for evaluations after training: pop it before storing the results).
     """
     cfg = train.TrainConfig(**training)
     torch.manual_seed(cfg.seed)  # the initialization too, whatever ran before in the process
@@ -111,10 +120,13 @@ def fit(
     except train.NonFiniteError as error:
         history, diverged = error.history, {"step": error.step, "message": str(error)}
     records = history.as_dict()["records"]
-    return {
+    out = {
         "history": records,
         "final": records[-1] if records else {"step": 0, "val_accuracy": None},
         "parameters": parameter_count(model),
         "wall_s": time.perf_counter() - start,
         "diverged": diverged,
     }
+    if return_model:
+        out["model"] = model
+    return out
