@@ -22,6 +22,7 @@ from ..layers import (
     BackboneConfig,
     DSSConfig,
     GSSConfig,
+    H3Config,
     LiquidS4Config,
     MegaConfig,
     S4Config,
@@ -42,6 +43,7 @@ LAYERS = {
     "s5": S5Config,
     "liquid_s4": LiquidS4Config,
     "sgconv": SGConvConfig,
+    "h3": H3Config,
 }
 
 #: Data sets by the ``"source"`` key of a data dict: each returns ``(train, validation)``.

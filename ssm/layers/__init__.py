@@ -18,6 +18,8 @@ from ._params import SSM_MARK, is_ssm_parameter, register
 from .backbone import Backbone, BackboneConfig, parameter_count
 from .dss import DSS, DSSConfig
 from .gss import GSS, GSSConfig
+from .h3 import H3, H3Config
+from .hybrid import stripes
 from .liquid_s4 import LiquidS4, LiquidS4Config
 from .mega import Mega, MegaConfig
 from .s4 import S4, S4Config
@@ -28,6 +30,7 @@ from .sgconv import SGConv, SGConvConfig
 __all__ = [
     "DSS",
     "GSS",
+    "H3",
     "S4",
     "S4D",
     "S5",
@@ -36,6 +39,7 @@ __all__ = [
     "BackboneConfig",
     "DSSConfig",
     "GSSConfig",
+    "H3Config",
     "LiquidS4",
     "LiquidS4Config",
     "Mega",
@@ -48,4 +52,5 @@ __all__ = [
     "is_ssm_parameter",
     "parameter_count",
     "register",
+    "stripes",
 ]
