@@ -23,6 +23,7 @@ from ..layers import (
     DSSConfig,
     GSSConfig,
     H3Config,
+    HyenaConfig,
     LiquidS4Config,
     MegaConfig,
     S4Config,
@@ -44,6 +45,7 @@ LAYERS = {
     "liquid_s4": LiquidS4Config,
     "sgconv": SGConvConfig,
     "h3": H3Config,
+    "hyena": HyenaConfig,
 }
 
 #: Data sets by the ``"source"`` key of a data dict: each returns ``(train, validation)``.

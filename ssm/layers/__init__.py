@@ -20,6 +20,7 @@ from .dss import DSS, DSSConfig
 from .gss import GSS, GSSConfig
 from .h3 import H3, H3Config
 from .hybrid import stripes
+from .hyena import Hyena, HyenaConfig
 from .liquid_s4 import LiquidS4, LiquidS4Config
 from .mega import Mega, MegaConfig
 from .s4 import S4, S4Config
@@ -40,6 +41,8 @@ __all__ = [
     "DSSConfig",
     "GSSConfig",
     "H3Config",
+    "Hyena",
+    "HyenaConfig",
     "LiquidS4",
     "LiquidS4Config",
     "Mega",
