@@ -26,6 +26,8 @@ from ..layers import (
     HyenaConfig,
     LiquidS4Config,
     MegaConfig,
+    RWKVChannelMixConfig,
+    RWKVTimeMixConfig,
     S4Config,
     S4DConfig,
     S5Config,
@@ -46,6 +48,8 @@ LAYERS = {
     "sgconv": SGConvConfig,
     "h3": H3Config,
     "hyena": HyenaConfig,
+    "rwkv_time": RWKVTimeMixConfig,
+    "rwkv_channel": RWKVChannelMixConfig,
 }
 
 #: Data sets by the ``"source"`` key of a data dict: each returns ``(train, validation)``.

@@ -23,6 +23,7 @@ from .hybrid import stripes
 from .hyena import Hyena, HyenaConfig
 from .liquid_s4 import LiquidS4, LiquidS4Config
 from .mega import Mega, MegaConfig
+from .rwkv import RWKVChannelMix, RWKVChannelMixConfig, RWKVTimeMix, RWKVTimeMixConfig
 from .s4 import S4, S4Config
 from .s4d import S4D, S4DConfig
 from .s5 import S5, S5Config
@@ -47,6 +48,10 @@ __all__ = [
     "LiquidS4Config",
     "Mega",
     "MegaConfig",
+    "RWKVChannelMix",
+    "RWKVChannelMixConfig",
+    "RWKVTimeMix",
+    "RWKVTimeMixConfig",
     "S4Config",
     "S4DConfig",
     "S5Config",
