@@ -18,6 +18,7 @@ import torch
 
 from .. import data, tasks, train
 from ..layers import (
+    AttentionConfig,
     Backbone,
     BackboneConfig,
     DSSConfig,
@@ -50,6 +51,7 @@ LAYERS = {
     "hyena": HyenaConfig,
     "rwkv_time": RWKVTimeMixConfig,
     "rwkv_channel": RWKVChannelMixConfig,
+    "attention": AttentionConfig,
 }
 
 #: Data sets by the ``"source"`` key of a data dict: each returns ``(train, validation)``.

@@ -15,6 +15,7 @@ around any such layer, so an ablation swaps one argument.
 """
 
 from ._params import SSM_MARK, is_ssm_parameter, register
+from .attention import Attention, AttentionConfig
 from .backbone import Backbone, BackboneConfig, parameter_count
 from .dss import DSS, DSSConfig
 from .gss import GSS, GSSConfig
@@ -37,6 +38,8 @@ __all__ = [
     "S4D",
     "S5",
     "SSM_MARK",
+    "Attention",
+    "AttentionConfig",
     "Backbone",
     "BackboneConfig",
     "DSSConfig",
