@@ -26,6 +26,7 @@ from ..layers import (
     H3Config,
     HyenaConfig,
     LiquidS4Config,
+    MambaConfig,
     MegaConfig,
     RWKVChannelMixConfig,
     RWKVTimeMixConfig,
@@ -52,6 +53,7 @@ LAYERS = {
     "rwkv_time": RWKVTimeMixConfig,
     "rwkv_channel": RWKVChannelMixConfig,
     "attention": AttentionConfig,
+    "mamba": MambaConfig,
 }
 
 #: Data sets by the ``"source"`` key of a data dict: each returns ``(train, validation)``.

@@ -23,6 +23,7 @@ from .h3 import H3, H3Config
 from .hybrid import stripes
 from .hyena import Hyena, HyenaConfig
 from .liquid_s4 import LiquidS4, LiquidS4Config
+from .mamba import Mamba, MambaConfig
 from .mega import Mega, MegaConfig
 from .rwkv import RWKVChannelMix, RWKVChannelMixConfig, RWKVTimeMix, RWKVTimeMixConfig
 from .s4 import S4, S4Config
@@ -49,6 +50,8 @@ __all__ = [
     "HyenaConfig",
     "LiquidS4",
     "LiquidS4Config",
+    "Mamba",
+    "MambaConfig",
     "Mega",
     "MegaConfig",
     "RWKVChannelMix",
