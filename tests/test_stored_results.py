@@ -31,3 +31,14 @@ def test_a_stored_record_matches_the_current_full_config(path):
         f"{path.name} was run with another config; rerun "
         f"`python -m ssm.experiments {path.stem} --profile full` on a GPU"
     )
+
+
+def test_stored_or_none_prints_the_provenance_or_how_to_make_the_record(capsys):
+    from ssm.experiments import stored_or_none
+
+    name = RECORDS[0].stem
+    record = stored_or_none(name)
+    assert record["experiment"] == name
+    assert capsys.readouterr().out.startswith(f"{name}, full profile: ")
+    assert stored_or_none("no_such_experiment") is None
+    assert "python -m ssm.experiments no_such_experiment --profile full" in capsys.readouterr().out

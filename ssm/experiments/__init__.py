@@ -18,9 +18,9 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-from ._results import describe, stored
+from ._results import describe, stored, stored_or_none
 
-__all__ = ["PROFILES", "available", "describe", "get", "stored"]
+__all__ = ["PROFILES", "available", "describe", "get", "stored", "stored_or_none"]
 
 PROFILES = ("ci", "full")
 

@@ -169,6 +169,22 @@ def stored(name: str) -> dict[str, Any]:
     return load(name)
 
 
+def stored_or_none(name: str) -> dict[str, Any] | None:
+    """The stored full-profile record of ``name`` with its provenance printed, or ``None`` with
+    a line saying how to make it where there is none: what a chapter's cell beside a live ``ci``
+    run calls, so that the page still builds before the first full run."""
+    try:
+        record = stored(name)
+    except FileNotFoundError:
+        print(
+            f"no stored full-profile run of {name} yet: "
+            f"python -m ssm.experiments {name} --profile full, on a GPU"
+        )
+        return None
+    print(describe(record))
+    return record
+
+
 def describe(record: dict[str, Any]) -> str:
     """One line saying where a stored result comes from, for a figure's caption."""
     p = record["provenance"]
