@@ -29,9 +29,10 @@ def test_registered_with_two_profiles():
             module.config("huge")
 
 
-def test_every_training_kind_is_compared():
+def test_every_2022_layer_is_compared():
     for profile in ("ci", "full"):
-        assert set(layers_2022.config(profile)["layers"]) == set(LAYERS) == set(layers_2022.MODELS)
+        assert set(layers_2022.config(profile)["layers"]) == set(layers_2022.MODELS)
+        assert set(layers_2022.MODELS) <= set(LAYERS)
 
 
 def test_budget_lands_every_layer_within_tolerance():

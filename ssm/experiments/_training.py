@@ -68,6 +68,7 @@ SOURCES = {
         tasks.listops(n_train, seed=seed, **kw),
         tasks.listops(n_val, seed=seed + 1, **kw),
     ),
+    "text": lambda seed, **kw: data.text(seed=seed, **kw),
     "pathfinder": lambda seed, n_train, n_val, **kw: (
         tasks.pathfinder(n_train, seed=seed, **kw),
         tasks.pathfinder(n_val, seed=seed + 1, **kw),

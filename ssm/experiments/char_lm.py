@@ -48,9 +48,10 @@ from ..layers import (
     MambaConfig,
 )
 from ..train import TrainConfig
+from . import layers_2022
 from ._common import check_profile, progress, threads
-from ._training import SOURCES, datasets, fit, layer_dict
-from .layers_2022 import count, ms_per_step
+from ._training import datasets, fit, layer_dict
+from .layers_2022 import ms_per_step
 
 #: The models compared, by key, with their names.
 MODELS = {
@@ -129,15 +130,6 @@ def config(profile: str = "ci") -> dict[str, Any]:
     }  # fmt: skip
 
 
-def text_datasets(spec: dict[str, Any], seed: int) -> tuple[data.SequenceDataset, ...]:
-    """``(train, validation)`` of the data dict ``spec``: through the training data sources
-    where they name ``"text"``, else from :func:`ssm.data.text` directly."""
-    if spec["source"] in SOURCES:
-        return datasets(spec, seed)
-    kwargs = {k: v for k, v in spec.items() if k != "source"}
-    return data.text(seed=seed, **kwargs)
-
-
 def head_multiple(layer: dict[str, Any]) -> int:
     """The step of the widths a layer dict can take: the least common multiple of its (and its
     stripes') ``head_dim`` fields, and 2."""
@@ -151,18 +143,9 @@ def width_for_budget(
 ) -> tuple[int, int]:
     """``(d_model, parameters)``: among the multiples of :func:`head_multiple` up to
     :data:`MAX_WIDTH`, the width whose model has the trained parameter count nearest
-    ``budget`` (the count grows with the width: the first width past the budget or the one
-    before it)."""
-    step = head_multiple(layer)
-    below = None
-    for width in range(step, MAX_WIDTH + 1, step):
-        params = count(backbone, layer, width, dataset)
-        if params >= budget:
-            if below is not None and budget - below[1] < params - budget:
-                return below
-            return width, params
-        below = (width, params)
-    return below
+    ``budget`` (:func:`ssm.experiments.layers_2022.width_for_budget`)."""
+    widths = range(head_multiple(layer), MAX_WIDTH + 1, head_multiple(layer))
+    return layers_2022.width_for_budget(backbone, layer, budget, dataset, widths)
 
 
 def n_layers(backbone: dict[str, Any], layer: dict[str, Any]) -> int:
@@ -192,7 +175,7 @@ def bpc(loss: float | None) -> float | None:
 
 
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
-    train_set, val_set = text_datasets(cfg["data"], cfg["seed"])
+    train_set, val_set = datasets(cfg["data"], cfg["seed"])
     s = cfg["sample"]
     prompt = prompt_tokens(val_set, s["prompt_len"])  # (1, P)
     runs = {}

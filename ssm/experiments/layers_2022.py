@@ -132,11 +132,12 @@ def count(backbone: dict[str, Any], layer: dict[str, Any], d_model: int, dataset
 
 
 def width_for_budget(
-    backbone: dict[str, Any], layer: dict[str, Any], budget: int, dataset
+    backbone: dict[str, Any], layer: dict[str, Any], budget: int, dataset, widths=WIDTHS
 ) -> tuple[int, int]:
-    """``(d_model, parameters)``: the width of :data:`WIDTHS` whose model has the trained
-    parameter count nearest ``budget``, by bisection (the count grows with the width)."""
-    widths = list(WIDTHS)
+    """``(d_model, parameters)``: the width of ``widths`` (increasing; :data:`WIDTHS` by
+    default) whose model has the trained parameter count nearest ``budget``, by bisection (the
+    count grows with the width)."""
+    widths = list(widths)
     lo, hi = 0, len(widths) - 1
     while hi - lo > 1:
         mid = (lo + hi) // 2
