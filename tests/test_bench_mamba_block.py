@@ -223,3 +223,11 @@ def test_run_reads_the_stored_record_or_says_what_to_run(tmp_path):
     assert mamba_speed.run(mamba_speed.config("ci") | {"file": str(path)}) == constructed()
     with pytest.raises(FileNotFoundError, match=r"bench_mamba_block\.py"):
         mamba_speed.load(tmp_path / "none.json")
+
+
+def test_load_or_none_says_how_to_make_a_missing_record(tmp_path, capsys):
+    from ssm.experiments import mamba_speed
+
+    assert mamba_speed.load_or_none(tmp_path / "mamba_block.json") is None
+    out = capsys.readouterr().out
+    assert "benchmarks/bench_mamba_block.py" in out and str(tmp_path) not in out

@@ -46,10 +46,22 @@ def load(path: Path | str = FILE) -> dict[str, Any]:
     path = data_path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"no stored Mamba block benchmark ({path} does not exist); run "
+            f"no stored Mamba block benchmark (data/bench/{path.name} does not exist); run "
             "`python3 benchmarks/bench_mamba_block.py` on a GPU (benchmarks/README.md)"
         )
     return json.loads(path.read_text())
+
+
+def load_or_none(path: Path | str = FILE) -> dict[str, Any] | None:
+    """:func:`load` with its provenance printed (:func:`describe`), or ``None`` with a line
+    saying how to make the record where there is none: the page builds before the first run."""
+    try:
+        record = load(path)
+    except FileNotFoundError as missing:
+        print(missing)
+        return None
+    print(describe(record))
+    return record
 
 
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
