@@ -99,7 +99,7 @@ def selective_scan_ref(
         at least float32 whatever the input dtype.
     """
     work = _work_dtype(u, delta, A, B, C, D, z, delta_bias)
-    batch, dim, length = u.shape
+    batch, dim, _ = u.shape
     bias = _per_channel_bias(delta_bias, delta.ndim, work)  # (D 1)
     dt = step_size(delta.to(work), bias, delta_softplus)  # (B D L)   Δ = softplus(δ + bias)
     x = u.to(work)  # (B D L)
@@ -108,10 +108,12 @@ def selective_scan_ref(
     C = C.to(work)
     h = x.new_zeros(batch, dim, A.shape[1])  # (B D N)
     ys = []
-    for t in range(length):
-        B_t = _per_channel(B[..., t], dim, B.ndim == 4)  # (B D N) or (B 1 N)
-        C_t = _per_channel(C[..., t], dim, C.ndim == 4)
-        h, y_t = _ssm_step(h, dt[..., t], A, B_t, C_t, x[..., t])
+    # one unbind per tensor: indexing [..., t] would cost a full-size gradient per step
+    steps = zip(dt.unbind(-1), B.unbind(-1), C.unbind(-1), x.unbind(-1), strict=True)
+    for dt_t, B_t, C_t, x_t in steps:
+        B_t = _per_channel(B_t, dim, B.ndim == 4)  # (B D N) or (B 1 N)
+        C_t = _per_channel(C_t, dim, C.ndim == 4)
+        h, y_t = _ssm_step(h, dt_t, A, B_t, C_t, x_t)
         ys.append(y_t)
     y = torch.stack(ys, dim=-1)  # (B D L)
     if D is not None:
