@@ -29,6 +29,8 @@ from matplotlib.testing.exceptions import ImageComparisonFailure
 
 from ssm import plotting
 from ssm.experiments import (
+    char_lm,
+    decoding_state,
     diagonal_cost,
     discretization,
     dss_discretization,
@@ -41,6 +43,7 @@ from ssm.experiments import (
     hippo_ablation,
     hippo_memory,
     httyh_basis,
+    induction_extrapolation,
     kernel_benchmarks,
     kernel_check,
     kernel_explorer,
@@ -51,6 +54,7 @@ from ssm.experiments import (
     mega_block,
     mega_chunk_ablation,
     mini_lra,
+    recall_scaling,
     s4_kernel,
     s4_layer_speed,
     s4d_basis,
@@ -58,6 +62,7 @@ from ssm.experiments import (
     s4d_init_ablation,
     s4d_kernel_ablation,
     s5_sampling,
+    selection_animation,
     sgconv_kernel,
     stored,
     timescale,
@@ -133,6 +138,11 @@ def fresh_results(name: str) -> dict[str, Any]:
         "liquid_superposition": liquid_superposition,
         "sgconv_kernel": sgconv_kernel,
         "layers_2022": layers_2022,
+        "decoding_state": decoding_state,
+        "selection_animation": selection_animation,
+        "induction_extrapolation": induction_extrapolation,
+        "recall_scaling": recall_scaling,
+        "char_lm": char_lm,
     }[name]
     return module.run(module.config("ci") | NO_TIMINGS.get(name, {}))
 
@@ -202,6 +212,16 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     "sgconv_kernel": lambda: sgconv_kernel.plot(results("sgconv_kernel")),
     "layers_2022": lambda: layers_2022.plot(results("layers_2022"), timing=False),
     "layers_2022_full": lambda: layers_2022.plot(stored("layers_2022")["results"]),
+    "decoding_state": lambda: decoding_state.plot(results("decoding_state")),
+    "selection_animation": lambda: selection_animation.plot(results("selection_animation")),
+    "selection_animation_full": lambda: selection_animation.plot(
+        stored("selection_animation")["results"]
+    ),
+    "induction_extrapolation": lambda: induction_extrapolation.plot(
+        results("induction_extrapolation")
+    ),
+    "recall_scaling": lambda: recall_scaling.plot(results("recall_scaling")),
+    "char_lm": lambda: char_lm.plot(results("char_lm"), timing=False),
 }
 
 

@@ -144,6 +144,6 @@ def plot(results: dict[str, Any]):
         ax.plot(t, s, marker="o", ms=3, color=COLORS[m], label=NAMES[m])
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    plotting.label(ax, "tokens decoded t", "numbers in the state", "decoding state of one layer",
-                   legend="upper left")  # fmt: skip
+    plotting.label(ax, "tokens decoded t", "numbers in the state", "decoding state of one layer")
+    plotting.figure_legend(fig, ax)
     return fig
