@@ -61,7 +61,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # anchors.py, provenance.py and timing.py, beside this file
 
 from provenance import git_commit, versions  # noqa: E402 (found through the path just set)
-from timing import Timer, describe_error, free  # noqa: E402
+from timing import (  # noqa: E402
+    Timer,
+    autocast,
+    describe_error,
+    failure,
+    free,
+    param_counts,
+    time_training,
+)
 
 OURS, THEIRS, ATTN = "ssm Mamba", "mamba_ssm Mamba", "ssm Attention"
 MAMBA_SSM = "mamba_ssm 2.3.2.post1"
@@ -211,69 +219,6 @@ def copy_theirs_into_ours(theirs: nn.Module, ours: nn.Module) -> dict:
 # --------------------------------------------------------------------------- training
 
 
-def _autocast(device: str, bf16: bool):
-    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
-
-
-def _param_counts(module: nn.Module) -> dict:
-    return {
-        "parameters": sum(p.numel() for p in module.parameters()),
-        "buffers": sum(b.numel() for b in module.buffers()),
-    }
-
-
-def _failed(err: BaseException) -> dict:
-    rec = {"error": describe_error(err)}
-    if not isinstance(err, torch.cuda.OutOfMemoryError):
-        rec["traceback"] = traceback.format_exc(limit=4)[-1500:]
-    return rec
-
-
-def time_training(
-    layer: nn.Module, x: torch.Tensor, bf16: bool, timer: Timer, device: str
-) -> tuple[dict, torch.Tensor | None]:
-    """Forward and forward-plus-backward times, throughput and peak memory of one layer; also
-    its output (no gradient) for the comparison of ours with theirs."""
-    rec: dict = {}
-    out = None
-    try:
-        x = x.detach().requires_grad_(True)
-        with _autocast(device, bf16):
-            y = layer(x)  # first call: compiles
-        rec["output_dtype"] = str(y.dtype).removeprefix("torch.")
-        out = y.detach()
-        grad = torch.randn_like(y)
-        del y
-
-        def fwd():
-            with _autocast(device, bf16):
-                return layer(x)
-
-        def fwd_bwd():
-            for p in layer.parameters():
-                p.grad = None
-            x.grad = None
-            with _autocast(device, bf16):
-                y = layer(x)
-            y.backward(grad)
-
-        rec["ms_fwd"] = round(timer.ms(fwd), 4)
-        free(device)
-        rec["ms_fwd_bwd"] = round(timer.ms(fwd_bwd), 4)
-        rec["tokens_per_s"] = round(x.shape[0] * x.shape[1] / (rec["ms_fwd_bwd"] * 1e-3))
-        free(device)
-        mem = timer.peak_mib(fwd_bwd)
-        if mem:
-            rec.update(mem)
-    except Exception as err:  # out of memory, or an anchor failing: recorded, not fatal
-        rec = _failed(err)
-    finally:
-        for p in layer.parameters():
-            p.grad = None
-        free(device)
-    return rec, out
-
-
 def _rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double(), b.double()
     return float((a - b).norm() / b.norm())
@@ -339,7 +284,7 @@ def training_case(
         if name == ATTN and "error" not in case["layer"][name]:
 
             def attn_fwd(layer=layer, x=x):
-                with torch.no_grad(), _autocast(device, bf16):
+                with torch.no_grad(), autocast(device, bf16):
                     layer(x)
 
             case["sdpa"] = sdpa_backend(attn_fwd)
@@ -397,13 +342,13 @@ def time_steps(step: Callable[[], object], warmup: int, steps: int, device: str)
 
 
 def decode_ours(ours, prefix, x_t, bf16, warmup, steps, device) -> tuple[dict, torch.Tensor]:
-    with torch.no_grad(), _autocast(device, bf16):
+    with torch.no_grad(), autocast(device, bf16):
         _, state = ours.prefill(prefix)
         first, _ = ours.step(x_t, state)
     box = [state]
 
     def step():
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             _, box[0] = ours.step(x_t, box[0])
 
     rec = time_steps(step, warmup, steps, device)
@@ -420,14 +365,14 @@ def decode_theirs(theirs, prefix, x_t, bf16, warmup, steps, device) -> tuple[dic
     theirs.layer_idx = 0
     params = types.SimpleNamespace(key_value_memory_dict={0: (conv_state, ssm_state)},
                                    seqlen_offset=0)  # fmt: skip
-    with torch.no_grad(), _autocast(device, bf16):
+    with torch.no_grad(), autocast(device, bf16):
         theirs(prefix, inference_params=params)
         conv0, ssm0 = conv_state.clone(), ssm_state.clone()
         first = theirs.step(x_t[:, None], conv0, ssm0)[0][:, 0]
     x_in = x_t[:, None]
 
     def step():
-        with torch.no_grad(), _autocast(device, bf16):
+        with torch.no_grad(), autocast(device, bf16):
             theirs.step(x_in, conv_state, ssm_state)  # updates the states in place
 
     rec = time_steps(step, warmup, steps, device)
@@ -442,20 +387,20 @@ def decode_theirs(theirs, prefix, x_t, bf16, warmup, steps, device) -> tuple[dic
 def decode_attention(attn, prefix, x_t, bf16, warmup, steps, device) -> dict:
     batch, context, _ = prefix.shape
     dtype = attn.init_state(batch).keys.dtype  # the cache's dtype as the layer's own steps keep
-    with torch.no_grad(), _autocast(device, bf16):
+    with torch.no_grad(), autocast(device, bf16):
         _, k, v = attn._heads(prefix, torch.arange(context, device=prefix.device))
         cache = KVCache(k.to(dtype), v.to(dtype), context)
     del k, v
     box = [cache]
 
     def step():
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             _, box[0] = attn.step(x_t, box[0])
 
     rec = {"context": context, "cache_dtype": str(dtype).removeprefix("torch.")}
 
     def one():
-        with torch.no_grad(), _autocast(device, bf16):
+        with torch.no_grad(), autocast(device, bf16):
             attn.step(x_t, cache)
 
     rec["sdpa"] = sdpa_backend(one)
@@ -499,7 +444,7 @@ def decoding_case(batch: int, bf16: bool, layers: dict, counter, args, D: int, d
             if name == THEIRS:
                 case["mamba_ssm_calls"] = counter.used()
         except Exception as err:  # recorded, not fatal
-            rec = _failed(err)
+            rec = failure(err)
         finally:
             free(device)
         case["layer"][name] = rec
@@ -520,7 +465,7 @@ def decoding_case(batch: int, bf16: bool, layers: dict, counter, args, D: int, d
                                    device)  # fmt: skip
             rec["tokens_per_s"] = round(batch / (rec["ms_per_step_median"] * 1e-3))
         except Exception as err:  # out of memory at long contexts: recorded, not fatal
-            rec = _failed(err)
+            rec = failure(err)
         finally:
             prefix = None
             free(device)
@@ -706,7 +651,7 @@ def main() -> None:
             meta["parameter_map_theirs_to_ours"] = copy_theirs_into_ours(theirs, layers[OURS])
         except Exception as err:  # the outputs are then not compared
             meta["parameter_map_theirs_to_ours"] = f"not copied: {describe_error(err)}"
-    meta["params"] = {k: _param_counts(v) for k, v in layers.items() if isinstance(v, nn.Module)}
+    meta["params"] = {k: param_counts(v) for k, v in layers.items() if isinstance(v, nn.Module)}
     print(json.dumps({k: v for k, v in meta.items() if not k.endswith("_config")}))
 
     training, decoding = [], []

@@ -43,7 +43,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # anchors.py and provenance.py, beside this file
 
 from provenance import git_commit, versions  # noqa: E402 (found through the path just set)
-from timing import Timer, describe_error, free  # noqa: E402
+from timing import (  # noqa: E402
+    Timer,
+    autocast,
+    describe_error,
+    failure,
+    free,
+    param_counts,
+    time_training,
+)
 
 OURS, THEIRS = "ssm S4", "S4 authors' S4Block"
 
@@ -214,63 +222,18 @@ def copy_theirs_into_ours(theirs: TheirLayer, ours: nn.Module) -> None:
 # --------------------------------------------------------------------------- timing
 
 
-def _autocast(device: str, bf16: bool):
-    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
-
-
-def _param_counts(module: nn.Module) -> dict:
-    return {
-        "parameters": sum(p.numel() for p in module.parameters()),
-        "buffers": sum(b.numel() for b in module.buffers()),
-    }
-
-
 def time_layer(
     make: Callable[[], nn.Module], x: torch.Tensor, bf16: bool, timer: Timer, device: str
 ) -> tuple[dict, nn.Module | None]:
-    """Forward and forward-plus-backward times, throughput and peak memory of one layer."""
-    rec: dict = {}
-    layer = None
+    """Forward and forward-plus-backward times, throughput and peak memory of one layer
+    (:func:`timing.time_training`), and the layer."""
     try:
         torch.manual_seed(0)
         layer = make().to(device)
-        rec["params"] = _param_counts(layer)
-        x = x.detach().requires_grad_(True)
-        with _autocast(device, bf16):
-            y = layer(x)  # first call: compiles, and sets up their C̃
-        rec["output_dtype"] = str(y.dtype).removeprefix("torch.")
-        grad = torch.randn_like(y)
-        del y
-
-        def fwd():
-            with _autocast(device, bf16):
-                return layer(x)
-
-        def fwd_bwd():
-            for p in layer.parameters():
-                p.grad = None
-            x.grad = None
-            with _autocast(device, bf16):
-                y = layer(x)
-            y.backward(grad)
-
-        rec["ms_fwd"] = round(timer.ms(fwd), 4)
-        free(device)
-        rec["ms_fwd_bwd"] = round(timer.ms(fwd_bwd), 4)
-        rec["tokens_per_s"] = round(x.shape[0] * x.shape[1] / (rec["ms_fwd_bwd"] * 1e-3))
-        free(device)
-        mem = timer.peak_mib(fwd_bwd)
-        if mem:
-            rec.update(mem)
-    except Exception as err:  # out of memory, or an anchor failing: recorded, not fatal
-        rec["error"] = describe_error(err)
-        if not isinstance(err, torch.cuda.OutOfMemoryError):
-            rec["traceback"] = traceback.format_exc(limit=4)[-1500:]
-    finally:
-        for p in layer.parameters() if layer is not None else ():
-            p.grad = None
-        free(device)
-    return rec, layer
+    except Exception as err:  # an anchor failing to build: recorded, not fatal
+        return failure(err), None
+    rec, _ = time_training(layer, x, bf16, timer, device)
+    return {"params": param_counts(layer), **rec}, layer
 
 
 def time_model(
@@ -284,14 +247,14 @@ def time_model(
         torch.manual_seed(0)
         cfg = BackboneConfig(d_model=H, n_layers=n_layers)
         model = Backbone(cfg, layer_cfg, n_classes=10, d_input=3).to(device)
-        rec["params"] = _param_counts(model)
+        rec["params"] = param_counts(model)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         x = torch.randn(B, L, 3, device=device)
         target = torch.randint(0, 10, (B,), device=device)
 
         def step():
             opt.zero_grad(set_to_none=True)
-            with _autocast(device, bf16):
+            with autocast(device, bf16):
                 loss = nn.functional.cross_entropy(model(x).float(), target)
             loss.backward()
             opt.step()
@@ -304,9 +267,7 @@ def time_model(
         if mem:
             rec.update(mem)
     except Exception as err:  # recorded, not fatal
-        rec["error"] = describe_error(err)
-        if not isinstance(err, torch.cuda.OutOfMemoryError):
-            rec["traceback"] = traceback.format_exc(limit=4)[-1500:]
+        rec.update(failure(err))
     finally:
         free(device)
     return rec
