@@ -23,6 +23,15 @@ def tensor(name: str, x: object, *, complex_ok: bool = True) -> torch.Tensor:
     return x
 
 
+def layer_input(x: object, d_model: int, ndim: int, shape: str) -> torch.Tensor:
+    """A sequence layer's input: a real floating tensor of ``ndim`` dimensions whose last is
+    ``d_model``; ``shape`` names the expected layout in the error, e.g. ``"(batch, d_model)"``."""
+    tensor("x", x, complex_ok=False)
+    if x.ndim != ndim or x.shape[-1] != d_model:
+        raise ValueError(f"x must have shape {shape} with d_model={d_model}, got {tuple(x.shape)}")
+    return x
+
+
 def choice(name: str, value: str, options: Iterable[str]) -> str:
     options = tuple(options)
     if value not in options:

@@ -70,11 +70,7 @@ class ConvolutionalLayer(nn.Module):
         return torch.promote_types(self.D.dtype, torch.float32)
 
     def _check_input(self, x: torch.Tensor, ndim: int, shape: str) -> None:
-        _checks.tensor("x", x, complex_ok=False)
-        if x.ndim != ndim or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"x must have shape {shape} with d_model={self.d_model}, got {tuple(x.shape)}"
-            )
+        _checks.layer_input(x, self.d_model, ndim, shape)
 
     def _check_step(self, x_t: torch.Tensor, state: object, state_type: type) -> None:
         self._check_input(x_t, 2, "(batch, d_model)")

@@ -96,11 +96,7 @@ class GSS(nn.Module):
         return torch.promote_types(self.D.dtype, torch.float32)
 
     def _check_input(self, x: torch.Tensor, ndim: int, shape: str) -> None:
-        _checks.tensor("x", x, complex_ok=False)
-        if x.ndim != ndim or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"x must have shape {shape} with d_model={self.d_model}, got {tuple(x.shape)}"
-            )
+        _checks.layer_input(x, self.d_model, ndim, shape)
 
     def _branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The gate ``v`` ``(..., F)`` and the SSM input ``u`` ``(..., H)`` of ``x``

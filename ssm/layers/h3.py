@@ -119,11 +119,7 @@ class H3(nn.Module):
         return torch.promote_types(self.D.dtype, torch.float32)
 
     def _check_input(self, x: torch.Tensor, ndim: int, shape: str) -> None:
-        _checks.tensor("x", x, complex_ok=False)
-        if x.ndim != ndim or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"x must have shape {shape} with d_model={self.d_model}, got {tuple(x.shape)}"
-            )
+        _checks.layer_input(x, self.d_model, ndim, shape)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self._work_dtype()).unflatten(-1, (self.heads, self.cfg.head_dim))  # (… h d)

@@ -214,11 +214,7 @@ class Hyena(nn.Module):
         return torch.promote_types(self.D.dtype, torch.float32)
 
     def _check_input(self, x: torch.Tensor, ndim: int, shape: str) -> None:
-        _checks.tensor("x", x, complex_ok=False)
-        if x.ndim != ndim or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"x must have shape {shape} with d_model={self.d_model}, got {tuple(x.shape)}"
-            )
+        _checks.layer_input(x, self.d_model, ndim, shape)
 
     def filters(self, L: int) -> torch.Tensor:
         """The long filters ``hⁿ`` ``(N, D, L)`` (float32 or float64, autocast off)."""

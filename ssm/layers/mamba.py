@@ -143,11 +143,7 @@ class Mamba(nn.Module):
         return torch.promote_types(self.A_log.dtype, torch.float32)
 
     def _check_input(self, x: torch.Tensor, ndim: int, shape: str) -> None:
-        _checks.tensor("x", x, complex_ok=False)
-        if x.ndim != ndim or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"x must have shape {shape} with d_model={self.d_model}, got {tuple(x.shape)}"
-            )
+        _checks.layer_input(x, self.d_model, ndim, shape)
 
     def _split_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` ``(..., M)`` → the SSM branch ``(..., E)`` and the gate ``z`` (or ``None``)."""

@@ -188,11 +188,7 @@ class Mega(nn.Module):
         return self._output(x, o, reset, update, hx), k, v  # (B L D), (B L Z), (B L V)
 
     def _check_input(self, x: torch.Tensor, ndim: int, shape: str) -> None:
-        _checks.tensor("x", x, complex_ok=False)
-        if x.ndim != ndim or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"x must have shape {shape} with d_model={self.d_model}, got {tuple(x.shape)}"
-            )
+        _checks.layer_input(x, self.d_model, ndim, shape)
         if ndim == 3 and x.shape[1] > self.cfg.l_max:
             raise ValueError(
                 f"x has length {x.shape[1]}, longer than l_max={self.cfg.l_max}; build the "

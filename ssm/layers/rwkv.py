@@ -224,12 +224,6 @@ def _mix(x: torch.Tensor, x_prev: torch.Tensor, mu: torch.Tensor) -> torch.Tenso
     return mu * x + (1 - mu) * x_prev
 
 
-def _check_input(x: object, d_model: int, ndim: int, shape: str) -> None:
-    _checks.tensor("x", x, complex_ok=False)
-    if x.ndim != ndim or x.shape[-1] != d_model:
-        raise ValueError(f"x must have shape {shape} with d_model={d_model}, got {tuple(x.shape)}")
-
-
 def _ramp(D: int) -> torch.Tensor:
     """``c / D`` for the channels ``c = 0, …, D-1``: RWKV-LM's token-shift ramp."""
     return torch.arange(D, dtype=torch.get_default_dtype()) / D
@@ -295,7 +289,7 @@ class RWKVTimeMix(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``(batch, length, d_model)`` → ``o`` of the same shape."""
-        _check_input(x, self.d_model, 3, "(batch, length, d_model)")
+        _checks.layer_input(x, self.d_model, 3, "(batch, length, d_model)")
         r, k, v = self._rkv(x, _token_shift(x))  # (B L A) each
         with torch.autocast(device_type=x.device.type, enabled=False):
             w, u = self._decay_and_bonus()
@@ -314,7 +308,7 @@ class RWKVTimeMix(nn.Module):
     def step(self, x_t: torch.Tensor, state: TimeMixState) -> tuple[torch.Tensor, TimeMixState]:
         """One step: ``x_t`` ``(batch, d_model)`` and the state → ``o_t`` ``(batch, d_model)``
         and the next state."""
-        _check_input(x_t, self.d_model, 2, "(batch, d_model)")
+        _checks.layer_input(x_t, self.d_model, 2, "(batch, d_model)")
         if not isinstance(state, TimeMixState) or state.x_prev.shape != x_t.shape:
             raise ValueError(
                 f"state must be the TimeMixState of init_state({x_t.shape[0]}) (one row per "
@@ -367,7 +361,7 @@ class RWKVChannelMix(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``(batch, length, d_model)`` → ``o'`` of the same shape."""
-        _check_input(x, self.d_model, 3, "(batch, length, d_model)")
+        _checks.layer_input(x, self.d_model, 3, "(batch, length, d_model)")
         return self._mixed(x, _token_shift(x))  # (B L D)
 
     def init_state(self, batch: int) -> torch.Tensor:
@@ -378,7 +372,7 @@ class RWKVChannelMix(nn.Module):
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: ``x_t`` ``(batch, d_model)`` and the previous input → ``o'_t`` and ``x_t``."""
-        _check_input(x_t, self.d_model, 2, "(batch, d_model)")
+        _checks.layer_input(x_t, self.d_model, 2, "(batch, d_model)")
         if not isinstance(state, torch.Tensor) or state.shape != x_t.shape:
             raise ValueError(
                 f"state must be the previous input of init_state({x_t.shape[0]}), of shape "

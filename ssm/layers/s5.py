@@ -181,11 +181,7 @@ class S5(nn.Module):
         return y, x
 
     def _check_input(self, x: torch.Tensor, ndim: int, shape: str) -> None:
-        _checks.tensor("x", x, complex_ok=False)
-        if x.ndim != ndim or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"x must have shape {shape} with d_model={self.d_model}, got {tuple(x.shape)}"
-            )
+        _checks.layer_input(x, self.d_model, ndim, shape)
 
     def forward(self, x: torch.Tensor, dt_scale: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` ``(batch, length, d_model)`` → ``y`` of the same shape. ``dt_scale``
