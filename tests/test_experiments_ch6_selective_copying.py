@@ -11,7 +11,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ssm.experiments import selective_copying
-from ssm.experiments._training import layer_config
+from ssm.experiments._training import datasets, layer_config
 from ssm.layers import Backbone, BackboneConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -58,7 +58,7 @@ def test_delta_moves_with_the_input_the_kernel_does_not():
     """The hook reads Δ_t = softplus(W_Δ(…) + b_Δ) > 0 of the S6 block, which changes when the
     data tokens move; the S4D kernel is a function of the layer's parameters alone."""
     cfg = tiny_config()
-    train_set, _ = selective_copying.datasets(cfg["data"], 0)
+    train_set, _ = datasets(cfg["data"], 0)
     backbone = BackboneConfig(**cfg["backbone"])
     torch.manual_seed(0)
     s6 = Backbone.for_data(backbone, layer_config(cfg["layers"]["mamba_s6"]), train_set)

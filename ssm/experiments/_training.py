@@ -56,23 +56,27 @@ LAYERS = {
     "mamba": MambaConfig,
 }
 
+
+def _task(generator):
+    """A source of :mod:`ssm.tasks`: ``n_train`` sequences drawn with ``seed``, ``n_val`` with
+    ``seed + 1``."""
+
+    def source(seed: int, n_train: int, n_val: int, **kw: Any):
+        return generator(n_train, seed=seed, **kw), generator(n_val, seed=seed + 1, **kw)
+
+    return source
+
+
 #: Data sets by the ``"source"`` key of a data dict: each returns ``(train, validation)``.
 SOURCES = {
     "digits": lambda seed, **kw: data.digits(seed=seed, **kw),
     "mnist1d": lambda seed, **kw: data.mnist1d(seed=seed, **kw),
-    "copying": lambda seed, n_train, n_val, **kw: (
-        tasks.copying(n_train, seed=seed, **kw),
-        tasks.copying(n_val, seed=seed + 1, **kw),
-    ),
-    "listops": lambda seed, n_train, n_val, **kw: (
-        tasks.listops(n_train, seed=seed, **kw),
-        tasks.listops(n_val, seed=seed + 1, **kw),
-    ),
     "text": lambda seed, **kw: data.text(seed=seed, **kw),
-    "pathfinder": lambda seed, n_train, n_val, **kw: (
-        tasks.pathfinder(n_train, seed=seed, **kw),
-        tasks.pathfinder(n_val, seed=seed + 1, **kw),
-    ),
+    "copying": _task(tasks.copying),
+    "selective_copying": _task(tasks.selective_copying),
+    "mqar": _task(tasks.mqar),
+    "listops": _task(tasks.listops),
+    "pathfinder": _task(tasks.pathfinder),
 }
 
 

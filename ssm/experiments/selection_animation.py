@@ -45,13 +45,12 @@ import torch
 import torch.nn.functional as F
 from matplotlib.animation import FuncAnimation
 
-from .. import plotting, tasks
-from ..data import SequenceDataset
+from .. import plotting
 from ..layers import BackboneConfig, MambaConfig
 from ..layers.mamba import Mamba
 from ..train import TrainConfig
 from ._common import check_profile, progress, threads
-from ._training import fit, layer_dict
+from ._training import datasets, fit, layer_dict
 
 #: The two models, by key: their label and the Mamba fields they set.
 MODELS = {
@@ -104,16 +103,6 @@ def config(profile: str = "ci") -> dict[str, Any]:
         "n_ratio": 256,  # validation sequences over which the selection ratio is averaged
         "frame_every": 1 if ci else 2,  # the animation shows every k-th step (and the prefix end)
     }
-
-
-def datasets(spec: dict[str, Any], seed: int) -> tuple[SequenceDataset, SequenceDataset]:
-    """``(train, validation)`` of selective copying: :func:`ssm.tasks.selective_copying` with
-    ``seed`` and ``seed + 1`` (the data dict's ``"source"`` names the task)."""
-    kw = {k: spec[k] for k in ("length", "n_tokens", "vocab_size")}
-    return (
-        tasks.selective_copying(spec["n_train"], seed=seed, **kw),
-        tasks.selective_copying(spec["n_val"], seed=seed + 1, **kw),
-    )
 
 
 def selection(layer: Mamba, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

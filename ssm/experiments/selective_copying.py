@@ -43,12 +43,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import plotting, tasks
+from .. import plotting
 from ..data import SequenceDataset
 from ..layers import BackboneConfig
 from ..train import TrainConfig
 from ._common import check_profile, progress, threads
-from ._training import fit, layer_config, layer_dict
+from ._training import datasets, fit, layer_config, layer_dict
 
 #: The models compared, by key: their label, training kind and the layer fields they set.
 MODELS = {
@@ -145,16 +145,6 @@ def config(profile: str = "ci") -> dict[str, Any]:
         "train": dataclasses.asdict(training),
         "sequence": 0,
     }
-
-
-def datasets(spec: dict[str, Any], seed: int) -> tuple[SequenceDataset, SequenceDataset]:
-    """``(train, validation)`` of selective copying: :func:`ssm.tasks.selective_copying` with
-    ``seed`` and ``seed + 1`` (the data dict's ``"source"`` names the task)."""
-    kw = {k: spec[k] for k in ("length", "n_tokens", "vocab_size")}
-    return (
-        tasks.selective_copying(spec["n_train"], seed=seed, **kw),
-        tasks.selective_copying(spec["n_val"], seed=seed + 1, **kw),
-    )
 
 
 def chance(vocab_size: int) -> float:
