@@ -285,3 +285,27 @@ def test_bad_inputs_raise():
         lay.step(x_t, (torch.zeros(2, 8, 3), torch.zeros(2, 8, 3)))
     with pytest.raises(ValueError, match="batch"):
         lay.init_state(0)
+
+
+@pytest.mark.parametrize("selective", ["all", "delta", "bc", "none"])
+def test_step_sizes_are_the_steps_the_scan_receives(selective, monkeypatch):
+    """``step_sizes`` equals ``softplus(delta + delta_bias)`` of the arguments that reach the
+    scan in ``forward``; constant in time exactly when Δ is not selective."""
+    import ssm.layers.mamba as mamba_module
+
+    torch.manual_seed(0)
+    layer = MambaConfig(selective=selective, d_state=4).build(8).double()
+    x = torch.randn(2, 9, 8, dtype=torch.float64)
+    seen = {}
+    real = mamba_module.selective_scan
+
+    def spy(u, delta, A, B, C, D=None, z=None, delta_bias=None, **kw):
+        seen["dt"] = torch.nn.functional.softplus(delta + delta_bias[:, None])  # (B E L)
+        return real(u, delta, A, B, C, D, z, delta_bias, **kw)
+
+    monkeypatch.setattr(mamba_module, "selective_scan", spy)
+    layer(x)
+    dt = layer.step_sizes(x)  # (B L E)
+    assert torch.allclose(dt, seen["dt"].transpose(1, 2), atol=1e-12)
+    varies = (dt - dt[:, :1]).abs().max() > 1e-6
+    assert bool(varies) == (selective in ("all", "delta"))

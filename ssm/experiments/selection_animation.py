@@ -42,7 +42,6 @@ from typing import Any
 import matplotlib as mpl
 import numpy as np
 import torch
-import torch.nn.functional as F
 from matplotlib.animation import FuncAnimation
 
 from .. import plotting
@@ -106,19 +105,10 @@ def config(profile: str = "ci") -> dict[str, Any]:
 
 
 def selection(layer: Mamba, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``Δ_t`` ``(B, L, E)`` and ``A`` ``(E, N)`` of the Mamba block ``layer`` on its input
-    ``x`` ``(B, L, M)`` (the block's, after the backbone's norm), from its own submodules as its
-    forward computes them: ``u = SiLU(conv(W_in x))``, ``Δ = softplus(W_Δ (W_x u)[:R] + b_Δ)``
-    (``softplus(b_Δ)`` at every step for a block whose ``Δ`` is not selective) and ``A =
-    -exp(A_log)``."""
-    xs = layer.in_proj(x)[..., : layer.d_inner]  # (B L E): the SSM branch, before z
-    u = F.silu(layer.conv(xs))  # (B L E)
-    if layer.dt_proj is None:
-        delta = F.softplus(layer.dt_bias).expand_as(u)  # (B L E), the same at every step
-    else:
-        low = layer.x_proj(u)[..., : layer.dt_rank]  # (B L R)
-        delta = F.softplus(layer.dt_proj(low) + layer.dt_bias)  # (B L E)
-    return delta, -torch.exp(layer.A_log)  # (B L E), (E N)
+    """``Δ_t`` ``(B, L, E)`` (:meth:`ssm.layers.Mamba.step_sizes`) and ``A = -exp(A_log)``
+    ``(E, N)`` of the Mamba block ``layer`` on its input ``x`` ``(B, L, M)`` (the block's, after
+    the backbone's norm)."""
+    return layer.step_sizes(x), -torch.exp(layer.A_log)  # (B L E), (E N)
 
 
 def retention(delta: torch.Tensor, A: torch.Tensor, t: int) -> torch.Tensor:

@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import plotting
 from ..data import SequenceDataset
@@ -167,11 +166,11 @@ def lti_kernels(model: torch.nn.Module) -> list[list[float]]:
 
 
 def deltas(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """``Δ_t`` ``(L, E)`` of each Mamba block of ``model`` on one sequence ``x`` ``(L,)``: the
-    output of its Δ projection ``W_Δ`` (a forward hook), then ``softplus(· + b_Δ)``."""
+    """``Δ_t`` ``(L, E)`` of each Mamba block of ``model`` on one sequence ``x`` ``(L,)``
+    (:meth:`ssm.layers.Mamba.step_sizes` on each block's input, read by a forward pre-hook)."""
     seen: list[torch.Tensor] = []
     hooks = [
-        block.layer.dt_proj.register_forward_hook(lambda m, args, out: seen.append(out))
+        block.layer.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
         for block in model.blocks
     ]
     was_training = model.training
@@ -180,8 +179,8 @@ def deltas(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad():
             model(x[None].to(next(model.parameters()).device))  # (1 L C)
             return [
-                F.softplus(out[0].float() + block.layer.dt_bias.float()).cpu()  # (L E)
-                for out, block in zip(seen, model.blocks, strict=True)
+                block.layer.step_sizes(h)[0].float().cpu()  # (L E)
+                for h, block in zip(seen, model.blocks, strict=True)
             ]
     finally:
         model.train(was_training)

@@ -196,6 +196,15 @@ class Mamba(nn.Module):
         """``x`` ``(batch, length, d_model)`` → ``o`` of the same shape."""
         return self._mix(x, return_state=False)
 
+    def step_sizes(self, x: torch.Tensor) -> torch.Tensor:
+        """The steps ``Δ_t = softplus(W_Δ (W_x u)_t + b_Δ)`` ``(B, L, E)`` the block's scan uses
+        on ``x`` ``(B, L, M)`` (``softplus(b_Δ)`` at every step when ``Δ`` is not selective):
+        what the book plots to show the selection at work."""
+        self._check_input(x, 3, "(batch, length, d_model)")
+        xs, _ = self._split_in(x)  # (B L E)
+        delta, _, _ = self._selection(F.silu(self.conv(xs)))  # (B L E)
+        return F.softplus(delta + self.dt_bias)  # (B L E)
+
     def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, MambaState]:
         """``forward(x)`` and the state after its last step, from which ``step`` continues:
         prefill of a prefix then steps equal ``forward`` of the whole."""
