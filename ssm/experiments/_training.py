@@ -80,6 +80,17 @@ SOURCES = {
 }
 
 
+def train_config(profile: str, **fields: Any) -> train.TrainConfig:
+    """An experiment's training settings: ``fields``, and what its profile decides unless
+    ``fields`` says otherwise: ``ci`` trains on the CPU, deterministically and without a
+    progress bar (the committed outputs); ``full`` on the GPU when there is one, with the bar,
+    allowing the faster non-deterministic kernels. Seed 0."""
+    ci = profile == "ci"
+    profiled = {"seed": 0, "device": "cpu" if ci else "auto", "deterministic": ci,
+                "progress": not ci}  # fmt: skip
+    return train.TrainConfig(**{**profiled, **fields})
+
+
 def datasets(spec: dict[str, Any], seed: int) -> tuple[data.SequenceDataset, data.SequenceDataset]:
     """``(train, validation)`` of the data dict ``spec`` (its ``"source"`` and arguments)."""
     spec = dict(spec)

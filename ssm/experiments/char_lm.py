@@ -47,10 +47,9 @@ from ..layers import (
     HyenaConfig,
     MambaConfig,
 )
-from ..train import TrainConfig
 from . import layers_2022
 from ._common import check_profile, progress, threads
-from ._training import datasets, fit, layer_dict
+from ._training import datasets, fit, layer_dict, train_config
 from .layers_2022 import ms_per_step
 
 #: The models compared, by key, with their names.
@@ -101,7 +100,8 @@ def config(profile: str = "ci") -> dict[str, Any]:
         d_model=32 if ci else 128, n_layers=2 if ci else 4, norm="layer", prenorm=True,
         dropout=0.0, ff="glu", ff_mult=2,
     )  # fmt: skip
-    training = TrainConfig(
+    training = train_config(
+        profile,
         steps=100 if ci else 2000,
         batch_size=8 if ci else 32,
         lr=1e-2 if ci else 2e-3,
@@ -111,10 +111,6 @@ def config(profile: str = "ci") -> dict[str, Any]:
         min_lr_ratio=0.1,
         eval_every=25 if ci else 250,
         eval_batch_size=128 if ci else 64,
-        seed=0,
-        device="cpu" if ci else "auto",
-        deterministic=ci,
-        progress=not ci,
     )
     return {
         "profile": profile,

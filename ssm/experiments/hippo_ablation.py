@@ -23,9 +23,8 @@ import numpy as np
 
 from .. import papers, plotting
 from ..layers import BackboneConfig, S4Config
-from ..train import TrainConfig
 from ._common import check_profile, progress, threads
-from ._training import datasets, fit, layer_dict
+from ._training import datasets, fit, layer_dict, train_config
 
 #: ``(parameterization, init)`` of each initialization compared, with its label; each is run
 #: with ``A`` trained and frozen.
@@ -49,7 +48,8 @@ def config(profile: str = "ci") -> dict[str, Any]:
         dropout=0.0, ff="none", pool="mean",
     )  # fmt: skip
     layer = S4Config(d_state=16 if ci else 64, l_max=length, bidirectional=False)
-    training = TrainConfig(
+    training = train_config(
+        profile,
         steps=160 if ci else 600,
         batch_size=32 if ci else 64,
         lr=2e-2 if ci else 4e-3,  # the ci model is one small layer trained for seconds
@@ -59,10 +59,6 @@ def config(profile: str = "ci") -> dict[str, Any]:
         weight_decay=0.01,
         warmup_steps=20 if ci else 60,
         eval_every=20 if ci else 50,
-        seed=0,
-        device="cpu" if ci else "auto",
-        deterministic=ci,  # on a GPU, allow the faster non-deterministic kernels
-        progress=not ci,
     )
     data = (
         {"source": "digits"}

@@ -43,7 +43,7 @@ from .. import plotting, tasks
 from ..layers import AttentionConfig, BackboneConfig, H3Config, HyenaConfig, MambaConfig
 from ..train import TrainConfig, evaluate
 from ._common import check_profile, progress, threads
-from ._training import fit, layer_dict
+from ._training import fit, layer_dict, train_config
 
 #: The models compared, by key: their label, training kind, colour and feed-forward sub-block.
 MODELS = {
@@ -95,7 +95,8 @@ def config(profile: str = "ci") -> dict[str, Any]:
         d_model=32 if ci else 64, n_layers=2, norm="layer", prenorm=True, dropout=0.0,
         ff="glu", pool="mean",
     )  # fmt: skip
-    training = TrainConfig(
+    training = train_config(
+        profile,
         steps=80 if ci else 2000,
         batch_size=32 if ci else 64,
         lr=1e-2 if ci else 2e-3,
@@ -104,10 +105,6 @@ def config(profile: str = "ci") -> dict[str, Any]:
         warmup_steps=10 if ci else 100,
         eval_every=40 if ci else 200,
         eval_batch_size=256,
-        seed=0,
-        device="cpu" if ci else "auto",
-        deterministic=ci,
-        progress=not ci,
     )
     data = {"length": length, "vocab_size": 16, "n_train": 4000 if ci else 64000,
             "n_val": 64 if ci else 512, "n_test": 64 if ci else 512}  # fmt: skip

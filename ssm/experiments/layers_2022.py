@@ -40,10 +40,9 @@ from ..layers import (
     SGConvConfig,
     parameter_count,
 )
-from ..train import TrainConfig
 from . import hippo_ablation
 from ._common import check_profile, progress, threads
-from ._training import datasets, fit, layer_config, layer_dict
+from ._training import datasets, fit, layer_config, layer_dict, train_config
 
 #: The layers compared, by training kind, with their names.
 MODELS = {
@@ -99,7 +98,8 @@ def config(profile: str = "ci") -> dict[str, Any]:
         d_model=32, n_layers=1 if ci else 4, norm="layer", prenorm=True, dropout=0.0,
         ff="none", pool="mean",
     )  # fmt: skip
-    training = TrainConfig(
+    training = train_config(
+        profile,
         steps=150 if ci else 600,
         batch_size=32 if ci else 64,
         lr=2e-2 if ci else 4e-3,
@@ -107,10 +107,6 @@ def config(profile: str = "ci") -> dict[str, Any]:
         weight_decay=0.01,
         warmup_steps=20 if ci else 60,
         eval_every=50 if ci else 100,
-        seed=0,
-        device="cpu" if ci else "auto",
-        deterministic=ci,
-        progress=not ci,
     )
     return {
         "profile": profile,

@@ -28,9 +28,8 @@ import torch
 from .. import plotting
 from ..data import IGNORE
 from ..layers import BackboneConfig, MegaConfig
-from ..train import TrainConfig
 from ._common import check_profile, progress, threads
-from ._training import datasets, fit, layer_dict
+from ._training import datasets, fit, layer_dict, train_config
 
 #: The arms, by key: their label and the layer fields they set.
 ARMS = {
@@ -52,7 +51,8 @@ def config(profile: str = "ci") -> dict[str, Any]:
     )  # fmt: skip
     layer = MegaConfig(d_state=16, d_qk=16 if ci else 64, l_max=length,
                        chunk_size=8 if ci else 32)  # fmt: skip
-    training = TrainConfig(
+    training = train_config(
+        profile,
         steps=150 if ci else 1500,
         batch_size=32 if ci else 64,
         lr=1e-2 if ci else 2e-3,
@@ -60,10 +60,6 @@ def config(profile: str = "ci") -> dict[str, Any]:
         weight_decay=0.01,
         warmup_steps=10 if ci else 100,
         eval_every=15 if ci else 100,
-        seed=0,
-        device="cpu" if ci else "auto",
-        deterministic=ci,
-        progress=not ci,
     )
     data = {"source": "copying", "n_train": 2000 if ci else 20000, "n_val": 256 if ci else 2000,
             "n_tokens": 1, "lag": lag, "vocab_size": 10}  # fmt: skip

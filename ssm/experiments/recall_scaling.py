@@ -51,9 +51,8 @@ from ..layers import (
     RWKVTimeMixConfig,
     S4DConfig,
 )
-from ..train import TrainConfig
 from ._common import check_profile, progress, threads
-from ._training import fit, layer_dict
+from ._training import fit, layer_dict, train_config
 
 #: The models, by key, with their names, in the order of the table and the legend.
 MODELS = {
@@ -134,7 +133,8 @@ def config(profile: str = "ci") -> dict[str, Any]:
         d_model=32 if ci else 64, n_layers=DEPTH, norm="layer", prenorm=True, dropout=0.0,
         ff="none" if ci else "glu", ff_mult=2,
     )  # fmt: skip
-    training = TrainConfig(
+    training = train_config(
+        profile,
         steps=60 if ci else 400,
         batch_size=16 if ci else 256,
         lr=1e-2 if ci else 5e-3,
@@ -142,10 +142,6 @@ def config(profile: str = "ci") -> dict[str, Any]:
         weight_decay=0.1,
         warmup_steps=10 if ci else 40,
         eval_every=0 if ci else 100,
-        seed=0,
-        device="cpu" if ci else "auto",
-        deterministic=ci,
-        progress=not ci,
     )
     return {
         "profile": profile,

@@ -22,10 +22,9 @@ import numpy as np
 
 from .. import papers, plotting
 from ..layers import BackboneConfig, S4DConfig
-from ..train import TrainConfig
 from . import hippo_ablation
 from ._common import check_profile, progress, threads
-from ._training import datasets, fit, layer_dict
+from ._training import datasets, fit, layer_dict, train_config
 
 #: The arms of the ablation: the fields of the layer dict that each run changes.
 ARMS = [
@@ -48,7 +47,8 @@ def base_config(profile: str) -> dict[str, Any]:
         dropout=0.0, ff="none", pool="mean",
     )  # fmt: skip
     layer = S4DConfig(d_state=16 if ci else 64, l_max=length)
-    training = TrainConfig(
+    training = train_config(
+        profile,
         steps=150 if ci else 600,
         batch_size=32 if ci else 64,
         lr=3e-2 if ci else 4e-3,  # the ci model is one small layer trained for seconds
@@ -56,10 +56,6 @@ def base_config(profile: str) -> dict[str, Any]:
         weight_decay=0.01,
         warmup_steps=15 if ci else 60,
         eval_every=25 if ci else 50,
-        seed=0,
-        device="cpu" if ci else "auto",
-        deterministic=ci,  # on a GPU, allow the faster non-deterministic kernels
-        progress=not ci,
     )
     return {
         "profile": profile,

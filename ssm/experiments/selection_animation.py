@@ -47,9 +47,8 @@ from matplotlib.animation import FuncAnimation
 from .. import plotting
 from ..layers import BackboneConfig, MambaConfig
 from ..layers.mamba import Mamba
-from ..train import TrainConfig
 from ._common import check_profile, progress, threads
-from ._training import datasets, fit, layer_dict
+from ._training import datasets, fit, layer_dict, train_config
 
 #: The two models, by key: their label and the Mamba fields they set.
 MODELS = {
@@ -70,7 +69,8 @@ def config(profile: str = "ci") -> dict[str, Any]:
         d_model=32 if ci else 64, n_layers=1 if ci else 2, norm="layer", prenorm=True,
         dropout=0.0, ff="none", pool="mean",
     )  # fmt: skip
-    training = TrainConfig(
+    training = train_config(
+        profile,
         steps=300 if ci else 2000,
         batch_size=32 if ci else 64,
         lr=1e-2 if ci else 2e-3,
@@ -78,10 +78,6 @@ def config(profile: str = "ci") -> dict[str, Any]:
         weight_decay=0.01,
         warmup_steps=15 if ci else 100,
         eval_every=50 if ci else 200,
-        seed=0,
-        device="cpu" if ci else "auto",
-        deterministic=ci,
-        progress=not ci,
     )
     layer = MambaConfig(d_state=8 if ci else 16)
     data = {"source": "selective_copying", "n_train": 3000 if ci else 20000,

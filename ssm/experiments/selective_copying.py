@@ -45,9 +45,8 @@ import torch
 from .. import plotting
 from ..data import SequenceDataset
 from ..layers import BackboneConfig
-from ..train import TrainConfig
 from ._common import check_profile, progress, threads
-from ._training import datasets, fit, layer_config, layer_dict
+from ._training import datasets, fit, layer_config, layer_dict, train_config
 
 #: The models compared, by key: their label, training kind and the layer fields they set.
 MODELS = {
@@ -118,7 +117,8 @@ def config(profile: str = "ci") -> dict[str, Any]:
         d_model=32 if ci else 64, n_layers=1 if ci else 2, norm="layer", prenorm=True, dropout=0.0,
         ff="none", pool="mean",
     )  # fmt: skip
-    training = TrainConfig(
+    training = train_config(
+        profile,
         steps=150 if ci else 2000,
         batch_size=16 if ci else 64,
         lr=1e-2 if ci else 3e-3,
@@ -126,10 +126,6 @@ def config(profile: str = "ci") -> dict[str, Any]:
         weight_decay=0.01,
         warmup_steps=15 if ci else 100,
         eval_every=25 if ci else 100,
-        seed=0,
-        device="cpu" if ci else "auto",
-        deterministic=ci,
-        progress=not ci,
     )
     data = {"source": "selective_copying", "n_train": 2000 if ci else 20000,
             "n_val": 128 if ci else 1000, "length": 32 if ci else 1024,
