@@ -16,6 +16,11 @@ Accelerated ops (a PyTorch reference and a Triton kernel each, chosen per call b
 :mod:`ssm.ops.dispatch`): :func:`ssm.selective_scan` and :func:`ssm.selective_state_update`
 (Mamba), :func:`ssm.ssd` and :func:`ssm.ssd_state_update` (Mamba-2), and in :mod:`ssm.ops` the
 Vandermonde and Cauchy kernels, the long convolution and the S4D decoding step.
+
+Models: :mod:`ssm.layers` (S4, DSS, S4D, GSS, S5, Liquid-S4, Mega, SGConv, H3, Hyena, RWKV,
+Mamba and causal attention, each with its recurrent step, on one residual backbone that also
+stacks them into hybrids), trained by :func:`ssm.train.train` on :mod:`ssm.tasks` and
+:mod:`ssm.data`, sampled one token at a time by :func:`ssm.generate.generate`.
 """
 
 from . import hippo
