@@ -20,6 +20,7 @@ import sys
 import tarfile
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 MAMBA_SDIST = "mamba_ssm-2.3.2.post1.tar.gz"
@@ -147,3 +148,32 @@ def build_s4_structured_kernels(src: Path, build_dir: Path) -> tuple[types.Modul
         verbose=False,
     )
     return module, time.perf_counter() - start
+
+
+class PathCounter:
+    """Counts the calls of the functions ``names`` of ``module`` (module globals that an
+    anchor looks up at each call), to record which of its code paths ran; ``available[name]``
+    says whether the function exists (an optional extension may be missing, ``None``)."""
+
+    def __init__(self, module: types.ModuleType, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.counts = dict.fromkeys(names, 0)
+        self.available = {}
+        for name in names:
+            fn = getattr(module, name, None)
+            self.available[name] = callable(fn)
+            if callable(fn):
+                setattr(module, name, self._wrap(name, fn))
+
+    def _wrap(self, name: str, fn: Callable) -> Callable:
+        def counted(*args, **kwargs):
+            self.counts[name] += 1
+            return fn(*args, **kwargs)
+
+        return counted
+
+    def reset(self) -> None:
+        self.counts = dict.fromkeys(self.names, 0)
+
+    def used(self) -> list[str]:
+        return [k for k, v in self.counts.items() if v]

@@ -60,6 +60,7 @@ from ssm.layers.attention import KVCache
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # anchors.py, provenance.py and timing.py, beside this file
 
+from anchors import PathCounter  # noqa: E402
 from provenance import git_commit, versions  # noqa: E402 (found through the path just set)
 from timing import (  # noqa: E402
     Timer,
@@ -100,33 +101,6 @@ PATH_FUNCTIONS = (
 
 
 # --------------------------------------------------------------------------- mamba_ssm's Mamba
-
-
-class _PathCounter:
-    """Counts the calls of the module globals of ``mamba_simple`` that its forward and step look
-    up at each call (``None`` where an optional extension is missing: never called)."""
-
-    def __init__(self, module: types.ModuleType) -> None:
-        self.counts = dict.fromkeys(PATH_FUNCTIONS, 0)
-        self.available = {}
-        for name in PATH_FUNCTIONS:
-            fn = getattr(module, name, None)
-            self.available[name] = callable(fn)
-            if callable(fn):
-                setattr(module, name, self._wrap(name, fn))
-
-    def _wrap(self, name: str, fn: Callable) -> Callable:
-        def counted(*args, **kwargs):
-            self.counts[name] += 1
-            return fn(*args, **kwargs)
-
-        return counted
-
-    def reset(self) -> None:
-        self.counts = dict.fromkeys(PATH_FUNCTIONS, 0)
-
-    def used(self) -> list[str]:
-        return [k for k, v in self.counts.items() if v]
 
 
 def _einops(wheels: Path, meta: dict) -> None:
@@ -178,7 +152,7 @@ def import_their_mamba(wheels: Path, device: str, meta: dict):
         info["status"] = f"not run: import failed: {describe_error(err)}"
         info["import_traceback"] = traceback.format_exc(limit=4)[-1500:]
         return None, None
-    counter = _PathCounter(module)
+    counter = PathCounter(module, PATH_FUNCTIONS)
     info["status"] = "imported"
     info["source"] = "mamba_ssm/modules/mamba_simple.py of the sdist"
     info["available"] = counter.available

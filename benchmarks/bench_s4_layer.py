@@ -42,6 +42,7 @@ from ssm.layers import Backbone, BackboneConfig, S4Config
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # anchors.py and provenance.py, beside this file
 
+from anchors import PathCounter  # noqa: E402
 from provenance import git_commit, versions  # noqa: E402 (found through the path just set)
 from timing import (  # noqa: E402
     Timer,
@@ -54,6 +55,8 @@ from timing import (  # noqa: E402
 )
 
 OURS, THEIRS = "ssm S4", "S4 authors' S4Block"
+#: The authors' Cauchy implementations, whose calls are counted.
+CAUCHY_PATHS = ("cauchy_cuda", "cauchy_keops", "cauchy_naive")
 
 
 # --------------------------------------------------------------------------- the authors' layer
@@ -109,33 +112,6 @@ def _build_cuda_extension(src: Path, build_dir: Path, meta: dict, device: str) -
         meta["s4_cuda_extension"] = f"build failed: {type(err).__name__}: {str(err)[:800]}"
 
 
-class _PathCounter:
-    """Counts the calls of each of the authors' Cauchy implementations (module globals that
-    their kernel looks up at each forward)."""
-
-    NAMES = ("cauchy_cuda", "cauchy_keops", "cauchy_naive")
-
-    def __init__(self, module: types.ModuleType) -> None:
-        self.counts = dict.fromkeys(self.NAMES, 0)
-        for name in self.NAMES:
-            fn = getattr(module, name, None)
-            if callable(fn):
-                setattr(module, name, self._wrap(name, fn))
-
-    def _wrap(self, name: str, fn: Callable) -> Callable:
-        def counted(*args, **kwargs):
-            self.counts[name] += 1
-            return fn(*args, **kwargs)
-
-        return counted
-
-    def reset(self) -> None:
-        self.counts = dict.fromkeys(self.NAMES, 0)
-
-    def used(self) -> list[str]:
-        return [k for k, v in self.counts.items() if v]
-
-
 def import_authors_s4(ref: Path, wheels: Path, s4_src: Path, meta: dict, device: str):
     """The authors' ``s4.py`` as a module, after their CUDA extension was built (or not)."""
     _prepare_imports(wheels, meta)
@@ -154,7 +130,7 @@ def import_authors_s4(ref: Path, wheels: Path, s4_src: Path, meta: dict, device:
         "has_cuda_extension": bool(getattr(module, "has_cuda_extension", False)),
         "has_pykeops": bool(getattr(module, "has_pykeops", False)),
     }
-    return module, _PathCounter(module)
+    return module, PathCounter(module, CAUCHY_PATHS)
 
 
 def their_kwargs(H: int, N: int, L: int) -> dict:
